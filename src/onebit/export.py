@@ -1,0 +1,76 @@
+"""Packed deployment format: one bit per binary weight ([P] 2; SPEC.md 1).
+
+Each binary weight layer is stored as its sign bits (``pack_bits(W_hat >= 0)``)
+plus one scale per output channel (for ``w1`` the fixed He constant ``c``, so
+``w = (2b - 1) * c``); every other tensor (BN statistics, 32-bit layers, biases)
+is stored as is. The file is written with ``torch.save`` and read back with
+``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .bits import pack_bits, unpack_bits
+from .layers import QConv2d, QLinear
+
+FORMAT = "onebit-packed-v1"
+
+
+def _binary_layers(model: nn.Module):
+    for name, mod in model.named_modules():
+        if isinstance(mod, (QConv2d, QLinear)) and mod.weight_quantizer is not None:
+            yield name, mod
+
+
+def export_packed(model: nn.Module, path: "str | os.PathLike") -> int:
+    """Write ``model`` (a trained 1-bit-weight model) to ``path``; returns its size in bytes."""
+    config = getattr(model, "onebit_config", None)
+    if config is None:
+        raise ValueError("export needs a model built by onebit.create_model")
+    layers = dict(_binary_layers(model))
+    if not layers:
+        raise ValueError(f"method {config['method']!r} has no binary weights: nothing to pack; "
+                         "export a model trained with a 1-bit-weight method such as 'w1'")
+    binary = {}
+    with torch.no_grad():
+        for name, mod in layers.items():
+            w_hat = mod.weight_quantizer(mod.weight).float()
+            scale = w_hat.abs().flatten(1).amax(1)
+            rebuilt = torch.where(w_hat >= 0, 1.0, -1.0) * scale.view(-1, *[1] * (w_hat.dim() - 1))
+            # the rebuilt weight must give the same forward weight: w_hat is +-scale per
+            # channel and the quantizer maps it to itself
+            if not (torch.equal(rebuilt, w_hat)
+                    and torch.equal(mod.weight_quantizer(rebuilt), w_hat)):
+                raise ValueError(f"layer {name!r}: the weight quantizer of "
+                                 f"{config['method']!r} is not a per-channel sign; cannot pack")
+            binary[name + ".weight"] = {"bits": pack_bits(w_hat >= 0), "shape": list(w_hat.shape),
+                                        "scale": scale}
+    rest = {k: v for k, v in model.state_dict().items() if k not in binary}
+    blob = {"format": FORMAT, "config": dict(config), "binary": binary, "tensors": rest}
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+    return path.stat().st_size
+
+
+def load_packed(path: "str | os.PathLike", map_location="cpu") -> nn.Module:
+    """Rebuild the model written by :func:`export_packed` (in eval mode)."""
+    from .models import create_model
+
+    blob = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a onebit packed model (expected format {FORMAT!r})")
+    config = dict(blob["config"])
+    model = create_model(config.pop("arch"), config.pop("method"), **config)
+    state = dict(blob["tensors"])
+    for name, b in blob["binary"].items():
+        signs = unpack_bits(b["bits"], b["shape"]) * 2 - 1
+        state[name] = signs * b["scale"].view(-1, *[1] * (len(b["shape"]) - 1))
+    model.load_state_dict(state)
+    return model.eval()

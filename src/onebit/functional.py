@@ -1,0 +1,268 @@
+"""Autograd Functions: what each method keeps for backward is decided here.
+
+Every saving claimed by the suite is visible in a ``ctx.save_for_backward`` call of
+this file, and measured by :mod:`onebit.memory` with ``saved_tensors_hooks``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .bits import pack_bits, unpack_bits
+
+Quantizer = Callable[[Tensor], Tensor]
+
+
+def tag(t: Tensor, kind: str) -> Tensor:
+    """Label a tensor for the memory breakdown (see :func:`onebit.memory.kind_of`)."""
+    t._onebit_kind = kind
+    return t
+
+
+class SignHe(torch.autograd.Function):
+    """1-bit weight of [P, eq. 1]: ``W_hat = c * sign(W)``, ``c = sqrt(2 / (k*k*C_in))``.
+
+    ``c`` is the He-init standard deviation for the layer's fan-in, fixed, not
+    learned. The backward is the identity straight-through estimator: the gradient
+    with respect to ``W_hat`` reaches the full-precision ``W`` unchanged: not
+    multiplied by ``c`` (that slows learning dramatically, [P] 2.1.1) and not gated
+    by ``|W| <= 1`` (that is BinaryConnect). ``sign(0)`` is taken as ``+1`` so that
+    every weight is exactly one bit.
+    """
+
+    @staticmethod
+    def forward(ctx, w: Tensor) -> Tensor:
+        c = he_constant(w)
+        return torch.where(w >= 0, c, -c).to(w.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return grad
+
+
+def he_constant(w: Tensor) -> float:
+    """``sqrt(2 / fan_in)`` for a conv weight ``(C_out, C_in, k, k)`` or linear ``(out, in)``."""
+    return math.sqrt(2.0 / w[0].numel())
+
+
+def sign_he(w: Tensor) -> Tensor:
+    return SignHe.apply(w)
+
+
+class QConvFn(torch.autograd.Function):
+    """``conv2d(A, q(W))`` keeping either ``A`` or only its packed 1-bit copy.
+
+    * ``aq is None``: saves ``A`` (as ``F.conv2d`` would) and ``W``.
+    * ``aq`` given (compressed learning): saves only the packed ``A_q`` and ``W``;
+      the weight gradient is computed with ``A_q`` in place of ``A``, the input
+      gradient is exact (it needs ``W`` only).
+
+    ``q(W)`` is recomputed in backward from the parameter ``W`` instead of being
+    saved, so a 1-bit-weight layer keeps no weight-sized tensor besides ``W``
+    itself. ``q`` may be any differentiable function (straight-through estimators
+    are autograd Functions); its gradient is taken by autograd in backward.
+    """
+
+    @staticmethod
+    def forward(ctx, a: Tensor, aq: Optional[Tensor], weight: Tensor,
+                quantizer: Optional[Quantizer], stride, padding) -> Tensor:
+        w_hat = quantizer(weight) if quantizer is not None else weight
+        ctx.quantizer, ctx.stride, ctx.padding = quantizer, stride, padding
+        ctx.a_shape, ctx.packed = a.shape, aq is not None
+        ctx.save_for_backward(aq if aq is not None else a, weight)
+        return F.conv2d(a, w_hat, None, stride, padding)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        saved, weight = ctx.saved_tensors
+        q = ctx.quantizer
+        if q is not None:
+            with torch.enable_grad():
+                w_leaf = weight.detach().requires_grad_()
+                w_hat = q(w_leaf)
+        else:
+            w_hat = weight
+        a = unpack_bits(saved, ctx.a_shape, grad.dtype) if ctx.packed else saved
+        need_a, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[2]
+        ga, gw_hat, _ = torch.ops.aten.convolution_backward(
+            grad, a, w_hat.detach(), None, ctx.stride, ctx.padding, (1, 1), False,
+            (0, 0), 1, (need_a, need_w, False))
+        gw = None
+        if need_w:
+            gw = torch.autograd.grad(w_hat, w_leaf, gw_hat)[0] if q is not None else gw_hat
+        return ga, None, gw, None, None, None
+
+
+class MaskReLU(torch.autograd.Function):
+    """Exact ReLU that keeps only its 1-bit mask (packed), not its float output.
+
+    ``F.relu`` saves its output, which would keep the float activation ``A``
+    alive and void the saving of compressed learning.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        ctx.shape = x.shape
+        ctx.save_for_backward(tag(pack_bits(x > 0), "relu mask"))
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (mask,) = ctx.saved_tensors
+        return grad * unpack_bits(mask, ctx.shape, grad.dtype)
+
+
+def _bn_train_stats(x: Tensor, bn) -> tuple[Tensor, Tensor]:
+    """Batch mean and inverse std of ``x`` per channel; updates ``bn``'s running
+    statistics exactly as ``F.batch_norm`` does in training mode."""
+    dims = (0, 2, 3)
+    var, mean = torch.var_mean(x, dim=dims, correction=0)
+    if bn.track_running_stats and bn.running_mean is not None:
+        n = x.numel() // x.shape[1]
+        m = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+        with torch.no_grad():
+            bn.running_mean.mul_(1 - m).add_(mean, alpha=m)
+            bn.running_var.mul_(1 - m).add_(var * (n / max(n - 1, 1)), alpha=m)
+    return mean, torch.rsqrt(var + bn.eps)
+
+
+def _channel(v: Tensor) -> Tensor:
+    return v.view(1, -1, 1, 1)
+
+
+class StrictBNReLU(torch.autograd.Function):
+    """``A = relu(sum_i BN_i(x_i) + r)`` keeping only the packed ``A_q`` and
+    per-channel statistics (method ``cl-strict``).
+
+    The backward is an approximation, derived from ``A_q = 1[A + u > 1]`` and
+    these per-channel statistics, computed in forward:
+
+    * ReLU derivative: ``1[z > 0]`` is exact where ``A_q = 1`` (``A_q = 1``
+      implies ``A > 0``); where ``A_q = 0`` it is replaced by its conditional
+      mean ``p0_c = P(z > 0 | A_q = 0, channel c)``.
+    * BN backward: the normalised input ``x_hat`` is replaced by its conditional
+      mean given the bit, ``m1_c = E[x_hat | A_q = 1]`` or ``m0_c = E[x_hat | A_q = 0]``,
+      in ``dx = invstd * (g - mean(g) - x_hat * mean(g * x_hat))`` and in the
+      gradient of the BN scale.
+
+    Both replacements are conditional expectations (the least-squares estimate
+    from one bit per element and a few numbers per channel). The gradient is
+    therefore inexact, in the spirit of feedback alignment ([W] slides 11-13);
+    it becomes exact when each channel of ``x_hat`` takes two values (tested).
+    Memory per element: one bit; per channel: ``invstd, m0, m1`` per BN, ``p0``.
+
+    Inputs: ``aq_fn`` (``A -> bool``), the residual ``r`` (or None), then for
+    each BN: its module, its input, its weight and bias (or None, None).
+    """
+
+    @staticmethod
+    def forward(ctx, aq_fn, r: Optional[Tensor], *groups):
+        bns, xs, gammas, betas = groups[0::4], groups[1::4], groups[2::4], groups[3::4]
+        z = r.clone() if r is not None else None
+        xhats, invstds = [], []
+        for bn, x, gamma, beta in zip(bns, xs, gammas, betas):
+            mean, invstd = _bn_train_stats(x, bn)
+            xhat = (x - _channel(mean)) * _channel(invstd)
+            y = xhat * _channel(gamma) + _channel(beta) if gamma is not None else xhat
+            z = y if z is None else z + y
+            xhats.append(xhat)
+            invstds.append(invstd)
+        a = z.clamp_min(0)
+        bit = aq_fn(a)
+        bitf = bit.to(z.dtype)
+        dims = (0, 2, 3)
+        n1 = bitf.sum(dims)
+        n0 = bitf.numel() / bitf.shape[1] - n1
+        p0 = ((z > 0) & ~bit).to(z.dtype).sum(dims) / n0.clamp_min(1)
+        stats = [p0]
+        for xhat, invstd in zip(xhats, invstds):
+            s1 = (xhat * bitf).sum(dims)
+            m1 = s1 / n1.clamp_min(1)
+            m0 = (xhat.sum(dims) - s1) / n0.clamp_min(1)
+            stats += [tag(torch.stack([invstd, m0, m1]), "statistics")]
+        aq = tag(pack_bits(bit), "packed activation")
+        ctx.shape, ctx.has_r = a.shape, r is not None
+        ctx.save_for_backward(aq, *stats, *[g for g in gammas if g is not None])
+        ctx.affine = [g is not None for g in gammas]
+        ctx.mark_non_differentiable(aq)
+        return a, aq
+
+    @staticmethod
+    def backward(ctx, grad_a: Tensor, _grad_aq):
+        saved = ctx.saved_tensors
+        n_bn = len(ctx.affine)
+        aq, p0, stats, gammas = saved[0], saved[1], saved[2:2 + n_bn], list(saved[2 + n_bn:])
+        bit = unpack_bits(aq, ctx.shape, grad_a.dtype)
+        dims = (0, 2, 3)
+        gz = grad_a * (bit + (1 - bit) * _channel(p0))
+        grads = [None, gz if ctx.has_r else None]
+        for st, affine in zip(stats, ctx.affine):
+            invstd, m0, m1 = st
+            xhat = _channel(m0) + bit * _channel(m1 - m0)
+            gw = gb = None
+            gxhat = gz
+            if affine:
+                gw, gb = (gz * xhat).sum(dims), gz.sum(dims)
+                gxhat = gz * _channel(gammas.pop(0))
+            gx = _channel(invstd) * (gxhat - gxhat.mean(dims, keepdim=True)
+                                     - xhat * (gxhat * xhat).mean(dims, keepdim=True))
+            grads += [None, gx, gw, gb]
+        return tuple(grads)
+
+
+class AvgPoolPad(torch.autograd.Function):
+    """The WRN downsampling shortcut: 3x3 average pool, stride 2, padding 1, then
+    zero channels appended to reach ``channels_out``. Keeps no tensor for
+    backward (average pooling needs only the input's shape)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, channels_out: int) -> Tensor:
+        ctx.shape = x.shape
+        y = F.avg_pool2d(x, 3, 2, 1)
+        return F.pad(y, (0, 0, 0, 0, 0, channels_out - x.shape[1]))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        c = ctx.shape[1]
+        shape_only = grad.new_empty(ctx.shape)
+        gx = torch.ops.aten.avg_pool2d_backward(
+            grad[:, :c].contiguous(), shape_only, [3, 3], [2, 2], [1, 1], False, True, None)
+        return gx, None
+
+
+class CompactMaxPool(torch.autograd.Function):
+    """Exact max pooling (kernel 3, stride 2, padding 1: the ResNet stem) that keeps
+    the position of each maximum inside its 3x3 window as one ``uint8``, instead
+    of ``F.max_pool2d``'s ``int64`` indices *and* its float input."""
+
+    K, S, P = 3, 2, 1
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        K, S, P = CompactMaxPool.K, CompactMaxPool.S, CompactMaxPool.P
+        y, idx = F.max_pool2d(x, K, S, P, return_indices=True)
+        W = x.shape[3]
+        oh = torch.arange(y.shape[2], device=x.device).view(-1, 1) * S - P
+        ow = torch.arange(y.shape[3], device=x.device).view(1, -1) * S - P
+        code = ((idx // W - oh) * K + (idx % W - ow)).to(torch.uint8)
+        ctx.shape = x.shape
+        ctx.save_for_backward(tag(code, "pool indices"))
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        K, S, P = CompactMaxPool.K, CompactMaxPool.S, CompactMaxPool.P
+        (code,) = ctx.saved_tensors
+        N, C, H, W = ctx.shape
+        code = code.long()
+        oh = torch.arange(grad.shape[2], device=grad.device).view(-1, 1) * S - P
+        ow = torch.arange(grad.shape[3], device=grad.device).view(1, -1) * S - P
+        idx = (oh + code // K) * W + (ow + code % K)
+        gx = grad.new_zeros(N, C, H * W)
+        gx.scatter_add_(2, idx.flatten(2), grad.flatten(2))
+        return gx.view(N, C, H, W)

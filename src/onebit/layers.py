@@ -1,0 +1,136 @@
+"""Layers that take a :class:`~onebit.methods.Method` as an argument.
+
+Architectures are written once with these layers; the method decides the
+forward weight and what autograd keeps. Parameter and buffer names are those of
+``nn.Conv2d`` / ``nn.Linear`` / ``nn.BatchNorm2d`` whatever the method, so
+``state_dict`` moves between methods.
+
+Activations between a ``BNReLU`` and the weight layers that read it travel as an
+:class:`Act`: the float ``A`` for forward plus, under compressed learning, its
+packed 1-bit copy ``aq``, drawn once and shared by every layer reading ``A``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .bits import pack_bits
+from .functional import CompactMaxPool, MaskReLU, QConvFn, StrictBNReLU, tag
+from .methods import Method, get_method
+
+
+class Act(NamedTuple):
+    a: Tensor
+    aq: Optional[Tensor] = None
+
+
+def as_act(x: "Tensor | Act") -> Act:
+    return x if isinstance(x, Act) else Act(x)
+
+
+def compress(a: Tensor, method: Method) -> Act:
+    """Attach the packed 1-bit copy of ``a`` when the method keeps one."""
+    if method.compressed and torch.is_grad_enabled() and a.requires_grad:
+        with torch.no_grad():
+            return Act(a, tag(pack_bits(method.act_quantizer(a)), "packed activation"))
+    return Act(a)
+
+
+class _MethodMixin:
+    def _init_method(self, method, quantize_weight: bool):
+        self.method = get_method(method)
+        #: False keeps this layer's weight at 32 bits (e.g. first and last layer)
+        self.quantize_weight = quantize_weight
+
+    @property
+    def weight_quantizer(self):
+        return self.method.weight_quantizer if self.quantize_weight else None
+
+    def extra_repr(self) -> str:
+        q = "32-bit" if self.weight_quantizer is None else "1-bit"
+        return f"{super().extra_repr()}, method={self.method.name}, weight={q}"
+
+
+class QConv2d(_MethodMixin, nn.Conv2d):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 *, method="fp32", quantize_weight=True):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias=False)
+        self._init_method(method, quantize_weight)
+
+    def forward(self, x: "Tensor | Act") -> Tensor:
+        a, aq = as_act(x)
+        q = self.weight_quantizer
+        if not torch.is_grad_enabled() or (q is None and aq is None):
+            w = self.weight if q is None else q(self.weight)
+            return F.conv2d(a, w, None, self.stride, self.padding)
+        return QConvFn.apply(a, aq, self.weight, q, self.stride, self.padding)
+
+
+class QLinear(_MethodMixin, nn.Linear):
+    """A fully connected layer computed as a 1x1 conv, so it shares ``QConvFn``."""
+
+    def __init__(self, in_features, out_features, *, method="fp32", quantize_weight=True):
+        super().__init__(in_features, out_features, bias=True)
+        self._init_method(method, quantize_weight)
+
+    def forward(self, x: "Tensor | Act") -> Tensor:
+        a, aq = as_act(x)
+        q = self.weight_quantizer
+        if not torch.is_grad_enabled() or (q is None and aq is None):
+            w = self.weight if q is None else q(self.weight)
+            return F.linear(a, w, self.bias)
+        w = self.weight[:, :, None, None]
+        y = QConvFn.apply(a[:, :, None, None], aq, w, q, (1, 1), (0, 0))
+        return y.flatten(1) + self.bias
+
+
+class BNReLU(nn.BatchNorm2d):
+    """``A = relu(BN(x) [+ BN_s(x_s)] [+ residual])``, returned as an :class:`Act`.
+
+    * exact methods: stock ``batch_norm`` and ``relu`` (which keeps ``A``);
+    * ``cl``: stock ``batch_norm`` (keeps ``x``), a ReLU keeping a 1-bit mask, and
+      the packed ``A_q`` for the next weight layers;
+    * ``cl-strict``: one :class:`~onebit.functional.StrictBNReLU` keeping only
+      ``A_q`` and per-channel statistics.
+
+    ``shortcut=(bn_s, x_s)`` adds a second batch-normalised input (the ResNet
+    projection shortcut) inside the same unit.
+    """
+
+    def __init__(self, num_features, *, method="fp32", affine=False, eps=1e-5, momentum=0.1):
+        super().__init__(num_features, eps=eps, momentum=momentum, affine=affine)
+        self.method = get_method(method)
+
+    def forward(self, x: Tensor, residual: Optional[Tensor] = None,
+                shortcut: Optional[tuple[nn.BatchNorm2d, Tensor]] = None) -> Act:
+        m = self.method
+        if m.strict and self.training and torch.is_grad_enabled():
+            groups = [self, x, self.weight, self.bias]
+            if shortcut is not None:
+                bn_s, x_s = shortcut
+                groups += [bn_s, x_s, bn_s.weight, bn_s.bias]
+            for bn in groups[0::4]:
+                if bn.track_running_stats:
+                    bn.num_batches_tracked.add_(1)
+            a, aq = StrictBNReLU.apply(m.act_quantizer, residual, *groups)
+            return Act(a, aq)
+        y = super().forward(x)
+        if shortcut is not None:
+            y = y + shortcut[0](shortcut[1])
+        if residual is not None:
+            y = y + residual
+        if m.compressed and torch.is_grad_enabled():
+            return compress(MaskReLU.apply(y), m)
+        return Act(F.relu(y))
+
+
+def max_pool_act(act: Act, method: Method) -> Act:
+    """The ResNet stem's 3x3/2 max pool on an activation. Compressed methods use
+    :class:`CompactMaxPool` (``F.max_pool2d`` would keep the float input alive)."""
+    if method.compressed and torch.is_grad_enabled():
+        return compress(CompactMaxPool.apply(act.a), method)
+    return Act(F.max_pool2d(act.a, 3, 2, 1))

@@ -1,0 +1,86 @@
+"""Methods: a registered name bundling how weights are quantized and what is kept
+for backward.
+
+Adding a method is one :func:`register_method` call; the architectures never
+change. ``weight_quantizer`` maps the full-precision ``W`` to the weight used in
+forward (its gradient is the straight-through estimator of that method);
+``act_quantizer`` maps a non-negative activation ``A`` to the boolean copy kept,
+packed one bit per element, for the weight gradient (compressed learning).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+from .functional import sign_he
+from .registry import Registry
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    description: str
+    weight_quantizer: Optional[Callable[[Tensor], Tensor]] = None
+    act_quantizer: Optional[Callable[[Tensor], Tensor]] = None
+    #: derive the ReLU and BN backward from the 1-bit copy too (``StrictBNReLU``)
+    strict: bool = False
+    #: bits per weight at deployment
+    weight_bits: int = 32
+
+    @property
+    def activation_bits(self) -> int:
+        """Bits per element of the weight layers' inputs kept for backward."""
+        return 1 if self.act_quantizer is not None else 32
+
+    @property
+    def compressed(self) -> bool:
+        return self.act_quantizer is not None
+
+    def __post_init__(self):
+        if self.strict and self.act_quantizer is None:
+            raise ValueError(f"method {self.name!r}: strict needs an act_quantizer")
+        if self.weight_bits == 1 and self.weight_quantizer is None:
+            raise ValueError(f"method {self.name!r}: 1-bit weights need a weight_quantizer")
+
+
+METHODS: Registry[Method] = Registry("method")
+
+
+def register_method(method: Method) -> Method:
+    return METHODS.register(method.name, method)
+
+
+def get_method(method: "str | Method") -> Method:
+    return method if isinstance(method, Method) else METHODS.get(method)
+
+
+def list_methods() -> list[str]:
+    return METHODS.names()
+
+
+def stochastic_binary(a: Tensor) -> Tensor:
+    """``A_q = 1[A + u > 1]``, ``u ~ U[0, 1)`` drawn fresh at every call ([W] slide 13).
+
+    For ``A >= 0`` this is Bernoulli(min(A, 1)): unbiased for ``A <= 1``."""
+    return a + torch.rand_like(a) > 1
+
+
+register_method(Method("fp32", "32-bit baseline: exact forward and backward"))
+register_method(Method(
+    "w1", "1-bit weights c*sign(W), identity straight-through gradient [P eq. 1]",
+    weight_quantizer=sign_he, weight_bits=1))
+register_method(Method(
+    "cl", "compressed learning: weight gradients from a stochastic 1-bit copy of "
+    "each conv input; ReLU and BN backward exact [W]",
+    act_quantizer=stochastic_binary))
+register_method(Method(
+    "cl-strict", "compressed learning keeping only the 1-bit copy per BN-ReLU-conv "
+    "unit; ReLU and BN backward derived from it (inexact)",
+    act_quantizer=stochastic_binary, strict=True))
+register_method(Method(
+    "w1+cl", "1-bit weights and compressed learning [W slide 18]",
+    weight_quantizer=sign_he, act_quantizer=stochastic_binary, weight_bits=1))

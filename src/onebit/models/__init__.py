@@ -1,0 +1,4 @@
+from . import resnet, wrn  # noqa: F401  (registers the models)
+from .registry import MODELS, create_model, list_models, register_model
+
+__all__ = ["MODELS", "create_model", "list_models", "register_model"]
