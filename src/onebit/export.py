@@ -63,7 +63,13 @@ def load_packed(path: "str | os.PathLike", map_location="cpu") -> nn.Module:
     """Rebuild the model written by :func:`export_packed` (in eval mode)."""
     from .models import create_model
 
-    blob = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        blob = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # truncated, or not written by torch.save
+        raise ValueError(f"{path}: not a onebit packed model, or a truncated one "
+                         f"({type(e).__name__}); export it again with 'onebit export'") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ValueError(f"{path}: not a onebit packed model (expected format {FORMAT!r})")
     config = dict(blob["config"])

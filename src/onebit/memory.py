@@ -37,6 +37,8 @@ def kind_of(t: Tensor) -> str:
         return "pool indices"
     if t.dtype == torch.bool or t.dtype == torch.uint8:
         return "masks"
+    if t.dim() == 0:
+        return "other"  # scalars, e.g. the loss's total weight
     if t.is_floating_point():
         return "float activations" if t.dim() >= 2 else "statistics"
     return "other"

@@ -1,0 +1,162 @@
+"""The ``onebit`` command: ``onebit memory``, ``onebit export``.
+
+Errors meant for users are printed as one paragraph; ``--debug`` (or
+``ONEBIT_DEBUG=1``) shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .registry import UnknownNameError
+
+
+class UserError(Exception):
+    """An error the user can fix; printed without a traceback."""
+
+
+def _arch_kwargs(args) -> dict:
+    kw = {}
+    if args.arch == "wrn":
+        kw.update(depth=args.depth, width=args.width)
+    if args.num_classes is not None:
+        kw["num_classes"] = args.num_classes
+    if args.in_channels is not None:
+        kw["in_channels"] = args.in_channels
+    return kw
+
+
+def _positive(kind):
+    def parse(text):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        return v
+    return parse
+
+
+def cmd_memory(args) -> int:
+    import torch
+
+    from . import create_model, list_methods
+    from .memory import measure
+
+    methods = list_methods() if args.method == "all" else args.method.split(",")
+    in_ch = args.in_channels or 3
+    rows = []
+    for name in methods:
+        torch.manual_seed(args.seed)
+        model = create_model(args.arch, name, **_arch_kwargs(args)).to(args.device)
+        x = torch.randn(args.batch_size, in_ch, args.image_size, args.image_size, device=args.device)
+        rows.append(measure(model, x).as_dict())
+        del model, x
+    base = next((r for r in rows if r["method"] == "fp32"), None)
+    for r in rows:
+        r["saved_ratio_vs_fp32"] = base["saved_bytes"] / r["saved_bytes"] if base else None
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"{args.arch} {_arch_kwargs(args)}  input {in_ch}x{args.image_size}x{args.image_size}"
+          f"  batch {args.batch_size}")
+    head = (f"{'method':<10} {'paper: values/img':>18} {'bits':>4} {'paper bytes':>13}"
+            f" {'autograd keeps':>15} {'per image':>11} {'x fp32':>7}  breakdown per image")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        ratio = f"{r['saved_ratio_vs_fp32']:.1f}" if r["saved_ratio_vs_fp32"] else "-"
+        parts = ", ".join(f"{k} {_fmt(v / r['batch_size'])}" for k, v in r["saved_breakdown"].items())
+        print(f"{r['method']:<10} {r['paper_values_per_image']:>18,} {r['activation_bits']:>4}"
+              f" {_fmt(r['paper_bytes']):>13} {_fmt(r['saved_bytes']):>15}"
+              f" {_fmt(r['saved_bytes_per_image']):>11} {ratio:>7}  {parts}")
+    return 0
+
+
+def _fmt(n: float) -> str:
+    """Bytes as '1.876 GB (1789.0 MiB)' style: decimal and binary units."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            binary = {"GB": ("GiB", 2**30), "MB": ("MiB", 2**20), "kB": ("KiB", 2**10)}[unit]
+            return f"{n / scale:.3f} {unit} ({n / binary[1]:.1f} {binary[0]})"
+    return f"{n:.0f} B"
+
+
+def cmd_export(args) -> int:
+    import torch
+
+    from . import create_model
+    from .export import export_packed
+
+    try:
+        ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"checkpoint {args.checkpoint} does not exist")
+    except Exception as e:  # truncated or not a torch file
+        raise UserError(f"cannot read checkpoint {args.checkpoint} ({type(e).__name__}: {e}); "
+                        "is it a complete checkpoint.pt written by onebit?")
+    if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
+        raise UserError(f"{args.checkpoint} is not a onebit checkpoint (needs 'config' and 'model')")
+    config = dict(ckpt["config"])
+    model = create_model(config.pop("arch"), config.pop("method"), **config)
+    model.load_state_dict(ckpt["model"])
+    out = args.output or os.path.splitext(args.checkpoint)[0] + ".onebit"
+    try:
+        size = export_packed(model, out)
+    except ValueError as e:
+        raise UserError(str(e))
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"wrote {out}: {size:,} bytes ({size / 1e6:.2f} MB) for {n_params:,} parameters "
+          f"({n_params * 4 / 1e6:.1f} MB at 32 bits, {n_params * 4 / size:.1f}x smaller)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="onebit", description=__doc__.split("\n")[0])
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("memory", help="bytes kept for backward, measured and per the paper's accounting",
+                       description="Measure, for each method, the bytes autograd keeps for backward "
+                       "(saved tensors, each storage once; parameters and input excluded) and the "
+                       "paper's accounting (inputs of every weight layer at the method's precision).")
+    m.add_argument("--arch", default="resnet18", help="registered model (default: resnet18)")
+    m.add_argument("--method", default="fp32,w1,cl,cl-strict,w1+cl",
+                   help="method, comma-separated methods, or 'all' (default: %(default)s)")
+    m.add_argument("--image-size", type=_positive(int), default=224)
+    m.add_argument("--batch-size", type=_positive(int), default=256)
+    m.add_argument("--depth", type=int, default=20, help="WRN depth (6n+2)")
+    m.add_argument("--width", type=_positive(float), default=10, help="WRN width k")
+    m.add_argument("--num-classes", type=_positive(int), default=None)
+    m.add_argument("--in-channels", type=_positive(int), default=None)
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--device", default="cpu")
+    m.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    m.set_defaults(func=cmd_memory)
+
+    e = sub.add_parser("export", help="pack a trained 1-bit-weight model, one bit per weight")
+    e.add_argument("checkpoint", help="a checkpoint with 'config' and 'model' (onebit train's checkpoint.pt)")
+    e.add_argument("-o", "--output", help="output path (default: CHECKPOINT with suffix .onebit)")
+    e.set_defaults(func=cmd_export)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("ONEBIT_DEBUG") == "1"
+    try:
+        return args.func(args)
+    except (UserError, UnknownNameError, ValueError) as e:
+        if debug:
+            raise
+        print(f"onebit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
