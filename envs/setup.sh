@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Create .venv with the pinned dependencies and onebit installed in editable mode;
+# install Debian's Fashion-MNIST package where it is missing and apt is usable.
+# Idempotent: re-running only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r envs/requirements.txt
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+
+FMNIST=/usr/share/datasets/fashion-mnist
+if [ ! -e "$FMNIST/train-images-idx3-ubyte.gz" ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing Debian package dataset-fashion-mnist" >&2
+    (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 \
+        || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1; }) \
+        || echo "setup: could not install dataset-fashion-mnist; onebit will download Fashion-MNIST instead" >&2
+fi
