@@ -1,4 +1,4 @@
-"""The ``onebit`` command: ``onebit memory``, ``onebit export``.
+"""The ``onebit`` command: ``onebit train``, ``onebit memory``, ``onebit export``.
 
 Errors meant for users are printed as one paragraph; ``--debug`` (or
 ``ONEBIT_DEBUG=1``) shows the traceback instead.
@@ -116,10 +116,80 @@ def cmd_export(args) -> int:
     return 0
 
 
+TRAIN_HELP = {
+    "dataset": "registered dataset: cifar10, cifar100, fashion_mnist, imagenet",
+    "arch": "registered model: wrn, resnet18",
+    "method": "registered method (onebit.list_methods())",
+    "depth": "WRN depth, 6n+2", "width": "WRN width k (16k/32k/64k channels)",
+    "epochs": "epochs; 63 / 127 end a cycle with t0=1, tmult=2 (126 / 254 with t0=2)",
+    "lr": "maximum learning rate of each cosine cycle", "lr_min": "learning-rate floor",
+    "t0": "epochs of the first warm-restart cycle", "tmult": "growth of each next cycle",
+    "momentum_reset": "zero the momentum at each warm restart",
+    "crop_pad": "pixels of random-valued padding before the random crop (0: no crop)",
+    "cutout": "side of the cutout square (0: none; [P] uses 18)",
+    "train_subset": "train on the first N images only", "test_subset": "test on the first N only",
+    "fp32_first_last": "keep the first and last layer's weights at 32 bits",
+    "bn_affine": "learn BN scale and offset (ImageNet)",
+    "data_root": "folder of datasets (downloads go here; ImageNet is read from here)",
+    "device": "auto, cpu, cuda, cuda:1, ...", "workers": "data-loading processes (ImageNet)",
+    "amp": "bf16 autocast", "compile": "torch.compile the model (memory measurements stay eager)",
+}
+
+
+def _add_train_args(t: argparse.ArgumentParser) -> None:
+    import dataclasses
+    import typing
+
+    from .train import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        help_ = TRAIN_HELP.get(f.name, "") + (" (default: %(default)s)")
+        if kind is bool:
+            t.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_)
+            continue
+        if typing.get_origin(kind) is typing.Union:  # Optional[int]
+            kind = typing.get_args(kind)[0]
+        parse = kind
+        if f.name in ("epochs", "batch_size", "t0", "tmult", "width", "train_subset", "test_subset",
+                      "lr", "eval_batch_size"):
+            parse = _positive(kind)
+        t.add_argument(flag, type=parse, default=f.default, help=help_)
+    t.add_argument("--out", required=True, help="run directory (created; resumed if it holds a checkpoint)")
+
+
+def cmd_train(args) -> int:
+    import dataclasses
+
+    from .data import DatasetError
+    from .train import NonFiniteLoss, TrainConfig, train
+
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    try:
+        train(cfg, args.out)
+    except DatasetError as e:
+        raise UserError(str(e))
+    except NonFiniteLoss as e:
+        print(f"onebit train: error: {e}", file=sys.stderr)
+        return 3
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="onebit", description=__doc__.split("\n")[0])
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train one row of the paper's tables",
+                       description="Train one model with one method; writes config.json, env.json, "
+                       "metrics.jsonl, checkpoint.pt and final.json to --out. Re-running the same "
+                       "command resumes; a completed run is not retrained. Defaults: the workshop "
+                       "recipe (SGD momentum 0.9, batch 125, cosine 0.1 -> 1e-5 per iteration with "
+                       "warm restarts, weight decay 5e-4, flip + random-fill pad-4 crop).")
+    _add_train_args(t)
+    t.set_defaults(func=cmd_train)
 
     m = sub.add_parser("memory", help="bytes kept for backward, measured and per the paper's accounting",
                        description="Measure, for each method, the bytes autograd keeps for backward "

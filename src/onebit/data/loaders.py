@@ -1,0 +1,168 @@
+"""Batches for training and evaluation.
+
+Small datasets (CIFAR, Fashion-MNIST) live on the device as one ``uint8`` tensor
+and are augmented per batch on the device: horizontal flip, padding with random
+0-255 values (as the official code) and a random crop, optional cutout. This
+replaces per-sample Python transforms, which would bottleneck a GPU.
+
+ImageNet is read from an ImageFolder tree with PIL by DataLoader workers
+(scale/aspect crop to 224, flip; centre crop for evaluation).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def augment(x: Tensor, gen: torch.Generator, pad: int = 4, flip: bool = True,
+            cutout: int = 0) -> Tensor:
+    """Flip, random-fill pad and random crop, cutout; ``x`` is a uint8 batch (N, C, H, W)."""
+    n, c, h, w = x.shape
+    dev = x.device
+    if flip:
+        do = torch.rand(n, device=dev, generator=gen) < 0.5
+        x = torch.where(do.view(-1, 1, 1, 1), x.flip(3), x)
+    if pad:
+        padded = torch.randint(0, 256, (n, c, h + 2 * pad, w + 2 * pad), device=dev,
+                               dtype=torch.uint8, generator=gen)
+        padded[:, :, pad:pad + h, pad:pad + w] = x
+        oy = torch.randint(0, 2 * pad + 1, (n,), device=dev, generator=gen)
+        ox = torch.randint(0, 2 * pad + 1, (n,), device=dev, generator=gen)
+        x = _crop(padded, oy, ox, h, w)
+    if cutout:
+        cy = torch.randint(0, h, (n, 1, 1), device=dev, generator=gen)
+        cx = torch.randint(0, w, (n, 1, 1), device=dev, generator=gen)
+        yy = torch.arange(h, device=dev).view(1, -1, 1)
+        xx = torch.arange(w, device=dev).view(1, 1, -1)
+        # a cutout x cutout square with top-left corner (cy - cutout//2, cx - cutout//2),
+        # clipped at the border (DeVries & Taylor 2017)
+        y0, x0 = cy - cutout // 2, cx - cutout // 2
+        hole = (yy >= y0) & (yy < y0 + cutout) & (xx >= x0) & (xx < x0 + cutout)
+        x = x.masked_fill(hole.unsqueeze(1), 0)
+    return x
+
+
+def _crop(padded: Tensor, oy: Tensor, ox: Tensor, h: int, w: int) -> Tensor:
+    """Per-sample ``h x w`` crop of ``padded`` with top-left corners ``(oy, ox)``."""
+    n, c, _, wp = padded.shape
+    rows = (oy.view(-1, 1) + torch.arange(h, device=padded.device)).view(n, 1, h, 1)
+    x = padded.gather(2, rows.expand(n, c, h, wp))
+    cols = (ox.view(-1, 1) + torch.arange(w, device=padded.device)).view(n, 1, 1, w)
+    return x.gather(3, cols.expand(n, c, h, w))
+
+
+class TensorBatches:
+    """Iterate over (images, labels) batches of a dataset held as tensors on ``device``.
+
+    Images come out as float in [0, 1] (the models' input BN does the
+    normalisation); order and augmentation draw from ``gen``, so an epoch is
+    reproducible from the generator's state.
+    """
+
+    def __init__(self, x: Tensor, y: Tensor, batch_size: int, device, *, train: bool,
+                 gen: torch.Generator | None = None, pad: int = 4, flip: bool = True,
+                 cutout: int = 0, rank: int = 0, world_size: int = 1):
+        self.x, self.y = x.to(device), y.to(device)
+        self.batch_size, self.train, self.gen = batch_size, train, gen
+        self.pad, self.flip, self.cutout = pad, flip, cutout
+        self.rank, self.world_size = rank, world_size
+
+    def __len__(self) -> int:
+        return math.ceil(self._n_local() / self.batch_size)
+
+    def _n_local(self) -> int:
+        n = len(self.y)
+        if self.world_size == 1:
+            return n
+        if self.train:  # equal shards: ranks must take the same number of steps
+            return n // self.world_size
+        return len(range(self.rank, n, self.world_size))  # evaluation sees every sample once
+
+    def __iter__(self):
+        n = len(self.y)
+        if self.train:
+            order = torch.randperm(n, device=self.x.device, generator=self.gen)
+        else:
+            order = torch.arange(n, device=self.x.device)
+        if self.world_size > 1:  # each rank takes its own slice of the same permutation
+            if self.train:
+                order = order[: self._n_local() * self.world_size]
+            order = order[self.rank::self.world_size]
+        for i in range(0, len(order), self.batch_size):
+            idx = order[i:i + self.batch_size]
+            xb = self.x[idx]
+            if self.train:
+                xb = augment(xb, self.gen, self.pad, self.flip, self.cutout)
+            yield xb.float().div_(255), self.y[idx]
+
+
+# ---------------------------------------------------------------- ImageNet
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".webp")
+
+
+class ImageFolder(torch.utils.data.Dataset):
+    """``root/<class>/<image>``: classes sorted by name, as torchvision's ImageFolder."""
+
+    def __init__(self, root: Path, train: bool, size: int = 224):
+        self.root, self.train, self.size = Path(root), train, size
+        self.classes = sorted(d.name for d in self.root.iterdir() if d.is_dir())
+        self.samples = [(p, i) for i, c in enumerate(self.classes)
+                        for p in sorted((self.root / c).iterdir())
+                        if p.suffix.lower() in IMG_EXTENSIONS]
+        if not self.samples:
+            from .formats import DatasetError
+            raise DatasetError(f"no images found under {self.root}/<class>/")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        path, label = self.samples[i]
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            im = self._random_resized_crop(im) if self.train else self._center_crop(im)
+        x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
+        if self.train and random.random() < 0.5:
+            x = x.flip(2)
+        return x, label
+
+    def _random_resized_crop(self, im, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+        """Inception-style scale and aspect-ratio augmentation (He et al. 2016)."""
+        from PIL import Image
+
+        w, h = im.size
+        for _ in range(10):
+            area = w * h * random.uniform(*scale)
+            r = math.exp(random.uniform(math.log(ratio[0]), math.log(ratio[1])))
+            cw, ch = round(math.sqrt(area * r)), round(math.sqrt(area / r))
+            if 0 < cw <= w and 0 < ch <= h:
+                x0, y0 = random.randint(0, w - cw), random.randint(0, h - ch)
+                return im.resize((self.size, self.size), Image.BILINEAR, box=(x0, y0, x0 + cw, y0 + ch))
+        return self._center_crop(im)
+
+    def _center_crop(self, im):
+        from PIL import Image
+
+        w, h = im.size
+        s = round(self.size / 0.875)  # resize the short side to 256, crop 224
+        nw, nh = (s, round(h * s / w)) if w <= h else (round(w * s / h), s)
+        im = im.resize((nw, nh), Image.BILINEAR)
+        x0, y0 = (nw - self.size) // 2, (nh - self.size) // 2
+        return im.crop((x0, y0, x0 + self.size, y0 + self.size))
+
+
+def normalize_imagenet(x: Tensor) -> Tensor:
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return (x.float().div_(255) - mean) / std
