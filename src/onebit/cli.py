@@ -122,7 +122,7 @@ TRAIN_HELP = {
     "method": "registered method (onebit.list_methods())",
     "depth": "WRN depth, 6n+2", "width": "WRN width k (16k/32k/64k channels)",
     "epochs": "epochs; 63 / 127 end a cycle with t0=1, tmult=2 (126 / 254 with t0=2)",
-    "lr": "maximum learning rate of each cosine cycle", "lr_min": "learning-rate floor",
+    "lr_max": "learning rate at the start of each cosine cycle", "lr_min": "learning-rate floor",
     "t0": "epochs of the first warm-restart cycle", "tmult": "growth of each next cycle",
     "momentum_reset": "zero the momentum at each warm restart",
     "crop_pad": "pixels of random-valued padding before the random crop (0: no crop)",
@@ -154,9 +154,10 @@ def _add_train_args(t: argparse.ArgumentParser) -> None:
             kind = typing.get_args(kind)[0]
         parse = kind
         if f.name in ("epochs", "batch_size", "t0", "tmult", "width", "train_subset", "test_subset",
-                      "lr", "eval_batch_size"):
+                      "lr_max", "eval_batch_size"):
             parse = _positive(kind)
-        t.add_argument(flag, type=parse, default=f.default, help=help_)
+        flags = [flag, "--lr"] if f.name == "lr_max" else [flag]
+        t.add_argument(*flags, type=parse, default=f.default, help=help_)
     t.add_argument("--out", required=True, help="run directory (created; resumed if it holds a checkpoint)")
 
 

@@ -73,7 +73,7 @@ class QConvFn(torch.autograd.Function):
                 quantizer: Optional[Quantizer], stride, padding) -> Tensor:
         w_hat = quantizer(weight) if quantizer is not None else weight
         ctx.quantizer, ctx.stride, ctx.padding = quantizer, stride, padding
-        ctx.a_shape, ctx.packed = a.shape, aq is not None
+        ctx.a_shape, ctx.packed, ctx.a_dtype = a.shape, aq is not None, a.dtype
         ctx.save_for_backward(aq if aq is not None else a, weight)
         return F.conv2d(a, w_hat, None, stride, padding)
 
@@ -87,13 +87,16 @@ class QConvFn(torch.autograd.Function):
                 w_hat = q(w_leaf)
         else:
             w_hat = weight
-        a = unpack_bits(saved, ctx.a_shape, grad.dtype) if ctx.packed else saved
+        # under autocast the forward ran in the autocast dtype: so does the backward
+        a = unpack_bits(saved, ctx.a_shape, grad.dtype) if ctx.packed else saved.to(grad.dtype)
         need_a, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[2]
         ga, gw_hat, _ = torch.ops.aten.convolution_backward(
-            grad, a, w_hat.detach(), None, ctx.stride, ctx.padding, (1, 1), False,
+            grad, a, w_hat.detach().to(grad.dtype), None, ctx.stride, ctx.padding, (1, 1), False,
             (0, 0), 1, (need_a, need_w, False))
+        ga = ga.to(ctx.a_dtype) if ga is not None else None
         gw = None
         if need_w:
+            gw_hat = gw_hat.to(w_hat.dtype)
             gw = torch.autograd.grad(w_hat, w_leaf, gw_hat)[0] if q is not None else gw_hat
         return ga, None, gw, None, None, None
 
@@ -163,7 +166,9 @@ class StrictBNReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, aq_fn, r: Optional[Tensor], *groups):
         bns, xs, gammas, betas = groups[0::4], groups[1::4], groups[2::4], groups[3::4]
-        z = r.clone() if r is not None else None
+        ctx.dtypes = [x.dtype for x in xs] + [r.dtype if r is not None else None]
+        xs = [x.float() for x in xs]  # statistics in fp32, also under autocast
+        z = r.float() if r is not None else None
         xhats, invstds = [], []
         for bn, x, gamma, beta in zip(bns, xs, gammas, betas):
             mean, invstd = _bn_train_stats(x, bn)
@@ -190,18 +195,18 @@ class StrictBNReLU(torch.autograd.Function):
         ctx.save_for_backward(aq, *stats, *[g for g in gammas if g is not None])
         ctx.affine = [g is not None for g in gammas]
         ctx.mark_non_differentiable(aq)
-        return a, aq
+        return a.to(ctx.dtypes[0]), aq
 
     @staticmethod
     def backward(ctx, grad_a: Tensor, _grad_aq):
         saved = ctx.saved_tensors
         n_bn = len(ctx.affine)
         aq, p0, stats, gammas = saved[0], saved[1], saved[2:2 + n_bn], list(saved[2 + n_bn:])
-        bit = unpack_bits(aq, ctx.shape, grad_a.dtype)
+        bit = unpack_bits(aq, ctx.shape)
         dims = (0, 2, 3)
-        gz = grad_a * (bit + (1 - bit) * _channel(p0))
-        grads = [None, gz if ctx.has_r else None]
-        for st, affine in zip(stats, ctx.affine):
+        gz = grad_a.float() * (bit + (1 - bit) * _channel(p0))
+        grads = [None, gz.to(ctx.dtypes[-1]) if ctx.has_r else None]
+        for st, affine, dtype in zip(stats, ctx.affine, ctx.dtypes):
             invstd, m0, m1 = st
             xhat = _channel(m0) + bit * _channel(m1 - m0)
             gw = gb = None
@@ -211,7 +216,7 @@ class StrictBNReLU(torch.autograd.Function):
                 gxhat = gz * _channel(gammas.pop(0))
             gx = _channel(invstd) * (gxhat - gxhat.mean(dims, keepdim=True)
                                      - xhat * (gxhat * xhat).mean(dims, keepdim=True))
-            grads += [None, gx, gw, gb]
+            grads += [None, gx.to(dtype), gw, gb]
         return tuple(grads)
 
 

@@ -45,7 +45,7 @@ class TrainConfig:
     epochs: int = 63            # cycles 1+2+4+8+16+32 with t0=1, tmult=2
     seed: int = 0
     batch_size: int = 125       # 400 steps per CIFAR epoch, as in the paper
-    lr: float = 0.1
+    lr_max: float = 0.1        # at the first step of every cycle
     lr_min: float = 1e-5        # floor of the cosine (the MATLAB code; [P]'s text says 1e-4)
     momentum: float = 0.9       # not Nesterov
     weight_decay: float = 5e-4  # CIFAR; use 1e-4 for ImageNet
@@ -77,11 +77,11 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "t0", "tmult", "eval_batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("lr", "width"):
+        for name in ("lr_max", "width"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
-        if not 0 <= self.lr_min <= self.lr:
-            raise ValueError(f"lr_min must be in [0, lr], got {self.lr_min!r}")
+        if not 0 <= self.lr_min <= self.lr_max:
+            raise ValueError(f"lr_min must be in [0, lr_max], got {self.lr_min!r}")
         for name in ("train_subset", "test_subset"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v <= 0):
@@ -171,7 +171,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         self.model = model
         self.n_params = sum(p.numel() for p in model.parameters())
-        self.opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+        self.opt = torch.optim.SGD(model.parameters(), lr=cfg.lr_max, momentum=cfg.momentum,
                                    weight_decay=cfg.weight_decay)
         self.net = model
         if self.world > 1:
@@ -251,13 +251,13 @@ class Trainer:
         data_time = 0.0
         progress = Progress(spe, f"epoch {epoch + 1}/{cfg.epochs} train", self.main)
         t_start = t_data = time.perf_counter()
-        lr = cfg.lr
+        lr = cfg.lr_max
         for i, (xb, yb) in enumerate(self.train_batches):
             xb, yb = self.prep(xb), yb.to(self.device, non_blocking=True)
             if self.device.type == "cuda":
                 xb = xb.contiguous(memory_format=torch.channels_last)
             data_time += time.perf_counter() - t_data
-            lr = lr_at(step, spe, cfg.lr, cfg.lr_min, cfg.t0, cfg.tmult)
+            lr = lr_at(step, spe, cfg.lr_max, cfg.lr_min, cfg.t0, cfg.tmult)
             for group in self.opt.param_groups:
                 group["lr"] = lr
             if cfg.momentum_reset and step > 0 and is_restart(step, spe, cfg.t0, cfg.tmult):

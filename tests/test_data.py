@@ -1,0 +1,115 @@
+"""Datasets in their real on-disk formats, checksums, clear errors, augmentation."""
+
+import gzip
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from onebit.data import DatasetError, get_dataset, list_datasets
+from onebit.data.datasets import SYSTEM_FASHION_MNIST
+from onebit.data.loaders import ImageFolder, TensorBatches, augment
+
+
+def test_registry():
+    assert {"cifar10", "cifar100", "fashion_mnist", "imagenet"} <= set(list_datasets())
+
+
+def test_idx_files_load(tiny_fashion):
+    x, y = get_dataset("tiny_fashion").load(tiny_fashion, train=True)
+    assert x.shape == (96, 1, 28, 28) and x.dtype == torch.uint8
+    assert y.tolist() == [i % 10 for i in range(96)]
+
+
+def test_corrupted_idx_file_is_named_with_a_fix(tiny_fashion):
+    path = tiny_fashion / "tiny-fashion" / "train-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:-100])  # truncated
+    with pytest.raises(DatasetError) as e:
+        get_dataset("tiny_fashion").load(tiny_fashion, train=True)
+    assert str(path) in str(e.value) and "checksum mismatch" in str(e.value)
+    assert "delete" in str(e.value)
+
+
+def test_missing_and_offline_says_where_to_put_files(tiny_fashion):
+    os.remove(tiny_fashion / "tiny-fashion" / "t10k-labels-idx1-ubyte.gz")
+    with pytest.raises(DatasetError, match="place it at .*t10k-labels-idx1-ubyte.gz"):
+        get_dataset("tiny_fashion").load(tiny_fashion, train=False)
+
+
+def test_cifar_download_checksum_extract_and_load(tiny_cifar):
+    ds = get_dataset("tiny_cifar10")
+    x, y = ds.load(tiny_cifar, train=True)
+    assert x.shape == (100, 3, 32, 32) and y.shape == (100,) and x.dtype == torch.uint8
+    xt, _ = ds.load(tiny_cifar, train=False)
+    assert xt.shape == (20, 3, 32, 32)
+    assert (tiny_cifar / "cifar-10-python.tar.gz").exists()
+
+
+def test_cifar_bad_archive_is_refused(tiny_cifar, tmp_path):
+    tiny_cifar.mkdir(parents=True)
+    (tiny_cifar / "cifar-10-python.tar.gz").write_bytes(b"garbage")
+    with pytest.raises(DatasetError, match="checksum mismatch.*delete"):
+        get_dataset("tiny_cifar10").load(tiny_cifar, train=True)
+
+
+def test_cifar_offline_error_is_readable(tmp_path):
+    from onebit.data.datasets import Cifar
+    ds = Cifar("x", 10, 3, 32, url="http://127.0.0.1:9/cifar-10-python.tar.gz", md5="0" * 32,
+               folder="cifar-10-batches-py", train_files=("data_batch_1",), test_files=("test_batch",))
+    with pytest.raises(DatasetError, match="offline.*place it at"):
+        ds.load(tmp_path, train=True)
+
+
+def test_imagenet_folder_of_jpegs(tiny_imagenet):
+    ds = get_dataset("tiny_imagenet")
+    train = ImageFolder(ds.folder(tiny_imagenet, True), True, size=32)
+    val = ImageFolder(ds.folder(tiny_imagenet, False), False, size=32)
+    assert len(train) == 12 and len(val) == 6 and train.classes == val.classes
+    x, label = train[5]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.uint8 and label == 1
+    assert val[0][0].shape == (3, 32, 32)
+
+
+def test_imagenet_missing_explains(tmp_path):
+    with pytest.raises(DatasetError, match="ImageFolder tree"):
+        get_dataset("imagenet").prepare(tmp_path)
+
+
+@pytest.mark.skipif(not (SYSTEM_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists(),
+                    reason="Debian package dataset-fashion-mnist not installed")
+def test_real_fashion_mnist_verifies(tmp_path):
+    x, y = get_dataset("fashion_mnist").load(tmp_path, train=False)
+    assert x.shape == (10000, 1, 28, 28) and torch.bincount(y).tolist() == [1000] * 10
+
+
+def test_augment_flip_crop_cutout():
+    g = torch.Generator().manual_seed(0)
+    x = torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4).repeat(64, 1, 1, 1)
+    out = augment(x, g, pad=0, flip=True)
+    flipped = (out == x.flip(3)).flatten(1).all(1)
+    assert 10 < flipped.sum() < 54 and ((out == x).flatten(1).all(1) | flipped).all()
+    out = augment(x, g, pad=2, flip=False)
+    assert out.shape == x.shape
+    # every crop is a shifted window: the original interior appears at the shift
+    for img in out[:8, 0]:
+        assert any(torch.equal(img[max(0, -dy):4 - max(0, dy), max(0, -dx):4 - max(0, dx)],
+                               x[0, 0, max(0, dy):4 + min(0, dy), max(0, dx):4 + min(0, dx)])
+                   for dy in range(-2, 3) for dx in range(-2, 3))
+    holes = (augment(torch.full((32, 1, 8, 8), 7, dtype=torch.uint8), g, pad=0, flip=False, cutout=4) == 0)
+    assert holes.flatten(1).sum(1).max() == 16 and holes.any()
+
+
+def test_tensor_batches_cover_the_data_once_and_shard():
+    x = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1)
+    y = torch.arange(10)
+    seen = torch.cat([yb for _, yb in TensorBatches(x, y, 3, "cpu", train=False)])
+    assert seen.tolist() == list(range(10))
+    shards = [torch.cat([yb for _, yb in TensorBatches(x, y, 3, "cpu", train=False, rank=r, world_size=3)])
+              for r in range(3)]
+    assert sorted(torch.cat(shards).tolist()) == list(range(10))
+    # every rank draws the same permutation (same seed) and keeps its own slice
+    tr = [torch.cat([yb for _, yb in TensorBatches(x, y, 4, "cpu", train=True,
+                                                   gen=torch.Generator().manual_seed(0), pad=0,
+                                                   flip=False, rank=r, world_size=2)]) for r in range(2)]
+    assert len(tr[0]) == len(tr[1]) == 5 and not set(tr[0].tolist()) & set(tr[1].tolist())
