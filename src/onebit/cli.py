@@ -178,9 +178,28 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_data(args) -> int:
+    from pathlib import Path
+
+    from .data import DatasetError, get_dataset
+
+    ds = get_dataset(args.dataset)
+    try:
+        ds.prepare(Path(args.data_root))
+    except DatasetError as e:
+        raise UserError(str(e))
+    info = {"dataset": ds.name, "data_root": str(Path(args.data_root).resolve()), "verified": True,
+            "num_classes": ds.num_classes, "in_channels": ds.in_channels, "image_size": ds.image_size}
+    print(json.dumps(info))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="onebit", description=__doc__.split("\n")[0])
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--plugins", default=None,
+                   help="comma-separated modules or .py files registering methods/models "
+                   "(default: $ONEBIT_PLUGINS)")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train one row of the paper's tables",
@@ -210,6 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--json", action="store_true", help="print JSON instead of a table")
     m.set_defaults(func=cmd_memory)
 
+    d = sub.add_parser("data", help="download (if needed) and verify a dataset",
+                       description="Make a dataset present under --data-root and check its checksums; "
+                       "prints a JSON line describing it.")
+    d.add_argument("--dataset", required=True)
+    d.add_argument("--data-root", default="data")
+    d.set_defaults(func=cmd_data)
+
     e = sub.add_parser("export", help="pack a trained 1-bit-weight model, one bit per weight")
     e.add_argument("checkpoint", help="a checkpoint with 'config' and 'model' (onebit train's checkpoint.pt)")
     e.add_argument("-o", "--output", help="output path (default: CHECKPOINT with suffix .onebit)")
@@ -218,9 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from .plugins import load_plugins
+
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("ONEBIT_DEBUG") == "1"
     try:
+        load_plugins(args.plugins)
         return args.func(args)
     except (UserError, UnknownNameError, ValueError) as e:
         if debug:

@@ -1,0 +1,99 @@
+"""Tidy tables from run directories and memory measurements (pure pandas).
+
+* :func:`tidy_metrics`: every line of every ``metrics.jsonl``, plus the grid row id.
+* :func:`summarize`: final test error per grid row, mean and std over seeds,
+  joined with the published value (same source, table, row and dataset) and the
+  difference.
+* :func:`gaps`: the paper's comparisons as differences against the 32-bit row of
+  the same dataset and width: ``w1 - fp32`` (1-bit gap), ``cl - fp32`` ...
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+
+def tidy_metrics(final_paths: list, grid: pd.DataFrame) -> pd.DataFrame:
+    frames = []
+    for path in final_paths:
+        run = Path(path).parent
+        df = pd.read_json(run / "metrics.jsonl", lines=True)
+        df.insert(0, "row", run.parent.name)
+        frames.append(df)
+    metrics = pd.concat(frames, ignore_index=True)
+    return metrics.merge(grid[["row", "table"]].reset_index(drop=True), on="row", how="left")
+
+
+def load_published(path) -> pd.DataFrame:
+    pub = pd.read_csv(path, sep="\t", dtype={"value": float})
+    return pub.rename(columns={"source": "paper_source", "table": "paper_table", "row": "paper_row"})
+
+
+def summarize(metrics: pd.DataFrame, grid: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
+    """One line per grid row: final test error (mean, std, n over seeds) vs the paper."""
+    last = metrics[metrics["split"] == "test"].sort_values("epoch").groupby(["row", "seed"]).tail(1)
+    agg = last.groupby("row").agg(test_err_mean=("top1_err", "mean"), test_err_std=("top1_err", "std"),
+                                  seeds=("seed", "nunique"), epochs_done=("epoch", "max"),
+                                  wall_seconds=("epoch_seconds", "size"))
+    agg["wall_seconds"] = metrics.groupby("row")["epoch_seconds"].sum() / agg["seeds"]
+    cols = ["row", "table", "dataset", "arch", "depth", "width", "method", "epochs", "paper_source",
+            "paper_table", "paper_row"]
+    out = grid[cols].reset_index(drop=True).merge(agg.reset_index(), on="row", how="left")
+    top1 = published[published["metric"] == "top1_err"][
+        ["paper_source", "paper_table", "paper_row", "dataset", "value"]].rename(columns={"value": "paper_err"})
+    out = out.merge(top1, on=["paper_source", "paper_table", "paper_row", "dataset"], how="left")
+    out["diff_vs_paper"] = out["test_err_mean"] - out["paper_err"]
+    return out
+
+
+def gaps(summary: pd.DataFrame) -> pd.DataFrame:
+    """Each method's error minus the 32-bit error of the same dataset, depth and width."""
+    keys = ["dataset", "depth", "width"]
+    base = summary[summary["method"] == "fp32"][keys + ["test_err_mean"]].rename(
+        columns={"test_err_mean": "fp32_err"})
+    out = summary[summary["method"] != "fp32"].merge(base, on=keys, how="inner")
+    out["gap"] = out["test_err_mean"] - out["fp32_err"]
+    return out[keys + ["method", "row", "fp32_err", "test_err_mean", "gap"]]
+
+
+def paper_gaps(published: pd.DataFrame) -> pd.DataFrame:
+    """The same differences in the published numbers (within one source)."""
+    pub = published[(published["metric"] == "top1_err") & published["arch"].eq("wrn")].copy()
+    pub["depth"] = pd.to_numeric(pub["depth"])
+    pub["width"] = pd.to_numeric(pub["width"])
+    # compare like with like: [P]'s "++" (cutout) rows only with each other
+    pub["variant"] = pub["paper_row"].str.endswith("-cutout").map({True: "cutout", False: ""})
+    keys = ["paper_source", "dataset", "depth", "width", "variant"]
+    base = pub[pub["method"] == "fp32"][keys + ["value"]].rename(columns={"value": "fp32_err"})
+    out = pub[pub["method"] != "fp32"].merge(base, on=keys, how="inner")
+    out["gap"] = out["value"] - out["fp32_err"]
+    return out[keys + ["method", "paper_row", "fp32_err", "value", "gap"]].rename(columns={"value": "err"})
+
+
+def memory_table(json_paths: list) -> pd.DataFrame:
+    """Tidy memory table: one line per (measurement, method, kind of bytes)."""
+    rows = []
+    for path in json_paths:
+        name = Path(path).stem
+        for r in json.loads(Path(path).read_text()):
+            n = r["batch_size"]
+            common = {"measurement": name, "arch": r["arch"], "method": r["method"], "batch_size": n,
+                      "input_shape": "x".join(map(str, r["input_shape"])),
+                      "activation_bits": r["activation_bits"],
+                      "paper_values_per_image": r["paper_values_per_image"]}
+            rows.append({**common, "quantity": "paper accounting", "kind": "weight-layer inputs",
+                         "bytes_per_image": r["paper_bytes"] / n})
+            rows.append({**common, "quantity": "autograd keeps", "kind": "total",
+                         "bytes_per_image": r["saved_bytes"] / n})
+            for kind, b in r["saved_breakdown"].items():
+                rows.append({**common, "quantity": "autograd keeps", "kind": kind, "bytes_per_image": b / n})
+    df = pd.DataFrame(rows)
+    total = df[(df["quantity"] == "autograd keeps") & (df["kind"] == "total")]
+    fp32 = total[total["method"] == "fp32"].set_index("measurement")["bytes_per_image"]
+    df["ratio_vs_fp32"] = df.apply(
+        lambda r: fp32.get(r["measurement"], float("nan")) / r["bytes_per_image"]
+        if r["kind"] == "total" and r["bytes_per_image"] else float("nan"), axis=1)
+    return df

@@ -1,0 +1,42 @@
+"""Loading user modules that register methods or models.
+
+``ONEBIT_PLUGINS`` (or ``onebit --plugins``) is a comma-separated list of module
+names or ``.py`` files; each is imported once, so its ``register_method`` /
+``register_model`` calls run before any name is looked up. The pipeline passes
+its ``plugins`` setting this way to every ``onebit`` command it runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+_loaded: set[str] = set()
+
+
+def load_plugins(spec: "str | list[str] | None" = None) -> list[str]:
+    if spec is None:
+        spec = os.environ.get("ONEBIT_PLUGINS", "")
+    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    for item in items:
+        if item in _loaded:
+            continue
+        if item.endswith(".py"):
+            path = Path(item).resolve()
+            if not path.exists():
+                raise ValueError(f"plugin file {item} does not exist")
+            name = f"onebit_plugin_{path.stem}"
+            mod_spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(mod_spec)
+            sys.modules[name] = module
+            mod_spec.loader.exec_module(module)
+        else:
+            try:
+                importlib.import_module(item)
+            except ModuleNotFoundError as e:
+                raise ValueError(f"plugin module {item!r} cannot be imported ({e})") from None
+        _loaded.add(item)
+    return items

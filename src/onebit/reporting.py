@@ -1,0 +1,153 @@
+"""Tables and text of the report, from the tidy tables (used by the report notebook).
+
+Every sentence about results is computed from the data it describes; nothing here
+holds a result.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+TABLES = {
+    "slide16": "Model compression: 1-bit weights at test time (CIFAR, [W] slide 16)",
+    "slide17": "ImageNet, ResNet-18 ([W] slide 17)",
+    "slide18": "Compressed learning (CIFAR, [W] slide 18)",
+}
+# which methods of a grid belong to which table (besides the 32-bit baseline)
+TABLE_METHODS = {"slide16": {"w1"}, "slide17": {"w1"}, "slide18": {"cl", "cl-strict", "w1+cl"}}
+DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet",
+                 "fashion_mnist": "Fashion-MNIST"}
+
+
+def network(row) -> str:
+    if row["arch"] == "wrn":
+        return f"WRN-{int(row['depth'])}-{float(row['width']):g}"
+    return {"resnet18": "ResNet-18"}.get(row["arch"], row["arch"])
+
+
+def _pm(mean, std) -> str:
+    if pd.isna(mean):
+        return "–"
+    return f"{mean:.2f}" if pd.isna(std) else f"{mean:.2f} ± {std:.2f}"
+
+
+def reproduced_table(summary: pd.DataFrame, table: str) -> pd.DataFrame:
+    """This grid's rows of one paper table: the table's methods and the 32-bit rows
+    of the same datasets and networks."""
+    s = summary.copy()
+    s["network"] = s.apply(network, axis=1)
+    mine = s[s["table"].eq(table) | s["method"].isin(TABLE_METHODS.get(table, set()))]
+    if mine.empty:
+        return mine
+    base = s[(s["method"] == "fp32") & s["dataset"].isin(mine["dataset"]) & s["network"].isin(mine["network"])]
+    out = pd.concat([base, mine]).drop_duplicates("row")
+    return pd.DataFrame({
+        "row": out["row"], "dataset": out["dataset"].map(DATASET_NAMES).fillna(out["dataset"]),
+        "network": out["network"], "method": out["method"], "epochs": out["epochs"],
+        "seeds": out["seeds"].astype("Int64"),
+        "test error % (mean ± sd)": [_pm(m, sd) for m, sd in zip(out["test_err_mean"], out["test_err_std"])],
+        "paper %": out["paper_err"].map(lambda v: "" if pd.isna(v) else f"{v:.2f}"),
+        "difference": out["diff_vs_paper"].map(lambda v: "" if pd.isna(v) else f"{v:+.2f}"),
+    }).reset_index(drop=True)
+
+
+def published_table(published: pd.DataFrame, table: str) -> pd.DataFrame:
+    """The paper's table as published, each row marked as the paper's own result,
+    a quoted reference, or a number quoted from another paper."""
+    p = published[(published["paper_table"] == table) |
+                  ((table in ("slide16", "slide18")) & (published["paper_table"] == "abstract"))]
+    if p.empty:
+        return p
+
+    def kind(r):
+        if r.endswith("-published"):
+            return "quoted from another paper (other network)"
+        if r.startswith("reference"):
+            return "quoted reference"
+        return "the paper's result"
+
+    index = ["paper_source", "paper_row", "method", "arch", "depth", "width"]
+    p = p.assign(**{c: p[c].map(lambda v: "" if pd.isna(v) else f"{v:g}" if isinstance(v, float) else v)
+                    for c in ("depth", "width")})
+    wide = p.pivot_table(index=index, columns=["dataset", "metric"], values="value", aggfunc="first", sort=False)
+    wide.columns = [f"{DATASET_NAMES.get(d, d)} {m.replace('_err', '')} %" for d, m in wide.columns]
+    wide = wide.reset_index().dropna(axis=1, how="all")
+    wide.insert(1, "kind", wide["paper_row"].map(kind))
+    return wide.fillna("")
+
+
+def gap_text(gaps: pd.DataFrame, paper_gaps: pd.DataFrame, method: str, what: str) -> str:
+    """One sentence: this grid's gap of ``method`` against 32-bit, and the paper's."""
+    ours = gaps[gaps["method"] == method]
+    theirs = paper_gaps[paper_gaps["method"] == method]
+    if ours.empty:
+        return f"This grid has no {method} row next to a 32-bit row, so its {what} is not measured here."
+    parts = [f"{DATASET_NAMES.get(r.dataset, r.dataset)} WRN-{int(r.depth)}-{float(r.width):g}: {r.gap:+.2f}"
+             for r in ours.itertuples()]
+    text = f"Measured {what} ({method} − 32-bit, percentage points of test error): " + "; ".join(parts) + "."
+    if len(theirs):
+        ps = [f"{DATASET_NAMES.get(r.dataset, r.dataset)} WRN-{int(r.depth)}-{float(r.width):g} "
+              f"({r.paper_source}): {r.gap:+.2f}" for r in theirs.itertuples()]
+        text += " Published: " + "; ".join(ps) + "."
+    return text
+
+
+def table_text(table: str, summary: pd.DataFrame, gaps: pd.DataFrame, paper_gaps: pd.DataFrame,
+               grid: str) -> str:
+    rows = reproduced_table(summary, table)
+    if rows.empty:
+        return (f"The grid `{grid}` runs no row of this table; the published numbers are shown "
+                "alone. Run `snakemake --cores all --config grid=paper` on a GPU machine with the data.")
+    datasets = sorted(set(rows["dataset"]))
+    text = [f"Rows run by the grid `{grid}` on {', '.join(datasets)}."]
+    if "Fashion-MNIST" in datasets:
+        text.append("These rows run on **Fashion-MNIST** (the real dataset available offline), with small "
+                    "networks and few epochs: their errors are not comparable with the paper's CIFAR "
+                    "numbers; what is compared is the *gap* each method opens against the 32-bit network.")
+    if table in ("slide16", "slide17"):
+        text.append(gap_text(gaps, paper_gaps, "w1", "1-bit gap"))
+    if table == "slide18":
+        for m in ("cl", "cl-strict", "w1+cl"):
+            text.append(gap_text(gaps, paper_gaps, m, "compressed-learning gap"))
+    missing = summary[summary["test_err_mean"].isna()]
+    if len(missing):
+        text.append(f"Rows without a result: {', '.join(missing['row'])}.")
+    diffs = summary.dropna(subset=["diff_vs_paper"])
+    diffs = diffs[diffs["row"].isin(rows["row"])]
+    if len(diffs):
+        worst = diffs.loc[diffs["diff_vs_paper"].abs().idxmax()]
+        text.append(f"Largest difference from the published value: {worst['row']} "
+                    f"({worst['diff_vs_paper']:+.2f} points).")
+    return " ".join(text)
+
+
+def memory_summary(memory: pd.DataFrame) -> pd.DataFrame:
+    """Per measurement and method: the paper's accounting (per image and at batch 256),
+    what autograd keeps per image, its ratio to fp32, and the largest kinds of bytes."""
+    rows = []
+    for (meas, method), g in memory.groupby(["measurement", "method"], sort=False):
+        paper = g[g["quantity"] == "paper accounting"]["bytes_per_image"].iloc[0]
+        total = g[(g["quantity"] == "autograd keeps") & (g["kind"] == "total")].iloc[0]
+        kinds = g[(g["quantity"] == "autograd keeps") & (g["kind"] != "total")].sort_values(
+            "bytes_per_image", ascending=False)
+        rows.append({
+            "network": meas, "method": method, "bits kept per activation": int(total["activation_bits"]),
+            "paper: values / image": int(total["paper_values_per_image"]),
+            "paper: bytes at batch 256": _bytes(paper * 256),
+            "autograd keeps / image": _bytes(total["bytes_per_image"]),
+            "x less than fp32": f"{total['ratio_vs_fp32']:.1f}",
+            "largest parts": ", ".join(f"{k} {_bytes(b)}" for k, b in
+                                       zip(kinds["kind"][:3], kinds["bytes_per_image"][:3]) if b > 0),
+        })
+    return pd.DataFrame(rows)
+
+
+def _bytes(n: float) -> str:
+    if n is None or (isinstance(n, float) and math.isnan(n)):
+        return "–"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3f} {unit}" if unit == "GB" else f"{n / scale:.1f} {unit}"
+    return f"{n:.0f} B"

@@ -1,0 +1,36 @@
+import os
+import shlex
+import sys
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from onebit.grid import GridError, jobs, load_grid, train_args
+from onebit.plugins import load_plugins
+
+
+validate(config, "../schemas/config.schema.yaml")
+
+if config["grid"] not in config["grids"]:
+    raise WorkflowError(
+        f"unknown grid {config['grid']!r}; known grids: {', '.join(config['grids'])}"
+    )
+PLUGINS = ",".join(config["plugins"])
+try:
+    load_plugins(PLUGINS)
+    GRID = load_grid(config["grids"][config["grid"]])
+except (GridError, ValueError) as e:
+    raise WorkflowError(str(e)) from None
+for _, _row in GRID.iterrows():
+    validate(_row.to_dict(), "../schemas/grid.schema.yaml")
+
+# every onebit command sees the same plugins; python of this environment
+ONEBIT = f"ONEBIT_PLUGINS={shlex.quote(PLUGINS)} {shlex.quote(sys.executable)} -m onebit.cli"
+RUN_DIR = "results/runs/{row}/seed{seed}"
+RUNS = [f"results/runs/{r}/seed{s}/final.json" for r, s in jobs(GRID)]
+MEMORY = config["memory"].get(config["grid"], {})
+FIGURES = ["error_curves", "error_vs_paper", "gap_vs_baseline", "memory_per_method"]
+
+
+def grid_value(column):
+    return lambda wc: GRID.loc[wc.row, column]

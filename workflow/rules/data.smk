@@ -1,0 +1,11 @@
+rule data:
+    output:
+        "results/data/{dataset}.json",
+    log:
+        "results/logs/data/{dataset}.log",
+    params:
+        onebit=ONEBIT,
+        root=config["data_root"],
+    shell:
+        "{params.onebit} data --dataset {wildcards.dataset} --data-root {params.root}"
+        " > {output} 2> {log}"
