@@ -30,6 +30,8 @@ COLUMNS = {
     "lr_max": ("float", True),
     "weight_decay": ("float", True),
     "cutout": ("int", True),
+    "crop_pad": ("int", True),      # random-fill padding before the random crop (0: no crop)
+    "flip": ("int", True),          # 1: random horizontal flips
     "train_subset": ("int", False),
     "test_subset": ("int", False),
     "paper_source": ("str", False),  # key into the published numbers: source, table, row
@@ -41,7 +43,7 @@ COLUMNS = {
 }
 POSITIVE = {"depth", "width", "epochs", "t0", "tmult", "batch_size", "lr_max", "train_subset",
             "test_subset", "mem_mb", "runtime"}
-NON_NEGATIVE = {"weight_decay", "cutout", "gpu"}
+NON_NEGATIVE = {"weight_decay", "cutout", "crop_pad", "gpu"}
 
 
 class GridError(ValueError):
@@ -111,6 +113,8 @@ def load_grid(path: "str | Path") -> pd.DataFrame:
                 raise GridError(f"{here}: must be positive, got {text!r}")
             if col in NON_NEGATIVE and val < 0:
                 raise GridError(f"{here}: must not be negative, got {text!r}")
+            if col == "flip" and val not in (0, 1):
+                raise GridError(f"{here}: must be 0 or 1, got {text!r}")
             out[col] = val
         for col, reg in (("method", None), ("arch", MODELS), ("dataset", DATASETS)):
             try:
@@ -139,7 +143,8 @@ def train_args(row: "pd.Series | dict", seed: int) -> list[str]:
     args = ["--dataset", row["dataset"], "--arch", row["arch"], "--method", row["method"],
             "--epochs", row["epochs"], "--seed", seed, "--t0", row["t0"], "--tmult", row["tmult"],
             "--batch-size", row["batch_size"], "--lr-max", row["lr_max"],
-            "--weight-decay", row["weight_decay"], "--cutout", row["cutout"]]
+            "--weight-decay", row["weight_decay"], "--cutout", row["cutout"],
+            "--crop-pad", row["crop_pad"], "--flip" if row["flip"] else "--no-flip"]
     for col in ("depth", "width", "train_subset", "test_subset"):
         if row[col] is not None and not pd.isna(row[col]):
             args += ["--" + col.replace("_", "-"), row[col]]

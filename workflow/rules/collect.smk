@@ -12,6 +12,8 @@ rule collect:
         paper_gaps_csv="results/paper_gaps.csv",
     log:
         "results/logs/collect.log",
+    conda:
+        "../../envs/onebit.yaml"
     params:
         plugins=PLUGINS,
     script:
@@ -26,5 +28,7 @@ rule collect_memory:
         parquet="results/memory.parquet",
     log:
         "results/logs/collect_memory.log",
+    conda:
+        "../../envs/onebit.yaml"
     script:
         "../scripts/collect_memory.py"

@@ -8,7 +8,6 @@ from snakemake.utils import validate
 from onebit.grid import GridError, jobs, load_grid, train_args
 from onebit.plugins import load_plugins
 
-
 validate(config, "../schemas/config.schema.yaml")
 
 if config["grid"] not in config["grids"]:
@@ -25,7 +24,9 @@ for _, _row in GRID.iterrows():
     validate(_row.to_dict(), "../schemas/grid.schema.yaml")
 
 # every onebit command sees the same plugins; python of this environment
-ONEBIT = f"ONEBIT_PLUGINS={shlex.quote(PLUGINS)} {shlex.quote(sys.executable)} -m onebit.cli"
+ONEBIT = (
+    f"ONEBIT_PLUGINS={shlex.quote(PLUGINS)} {shlex.quote(sys.executable)} -m onebit.cli"
+)
 RUN_DIR = "results/runs/{row}/seed{seed}"
 RUNS = [f"results/runs/{r}/seed{s}/final.json" for r, s in jobs(GRID)]
 MEMORY = config["memory"].get(config["grid"], {})
@@ -34,3 +35,9 @@ FIGURES = ["error_curves", "error_vs_paper", "gap_vs_baseline", "memory_per_meth
 
 def grid_value(column):
     return lambda wc: GRID.loc[wc.row, column]
+
+
+def memory_args(wc):
+    spec = MEMORY[wc.name]
+    args = [f"--{k.replace('_', '-')} {v}" for k, v in spec.items()]
+    return " ".join(args)

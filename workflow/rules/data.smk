@@ -3,6 +3,8 @@ rule data:
         "results/data/{dataset}.json",
     log:
         "results/logs/data/{dataset}.log",
+    conda:
+        "../../envs/onebit.yaml"
     params:
         onebit=ONEBIT,
         root=config["data_root"],

@@ -16,5 +16,7 @@ rule figures:
         },
     log:
         "results/logs/figures.log",
+    conda:
+        "../../envs/onebit.yaml"
     script:
         "../scripts/figures.py"

@@ -13,6 +13,8 @@ rule report:
         "reports/report.html",
     log:
         "results/logs/report.log",
+    conda:
+        "../../envs/onebit.yaml"
     params:
         grid=config["grid"],
         python=sys.executable,

@@ -1,0 +1,136 @@
+"""The Snakemake pipeline end to end (smoke grid), the paper grid's job list, lint,
+and the documented "add a method" path, each in a temporary copy of the workflow."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from onebit.grid import GridError, jobs, load_grid
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOW = ["Snakefile", "workflow", "config", "profiles", "envs", "docs"]
+needs_fashion = pytest.mark.skipif(
+    not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists(),
+    reason="needs Fashion-MNIST (envs/setup.sh installs Debian's dataset-fashion-mnist)")
+
+
+def snakemake(cwd, *args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("workflow")
+    for name in WORKFLOW:
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, d / name)
+    return d
+
+
+@pytest.fixture(scope="module")
+def smoke(workdir):
+    proc = snakemake(workdir, "--cores", "2", "--config", "grid=smoke")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return workdir
+
+
+@needs_fashion
+def test_smoke_grid_tidy_tables(smoke):
+    metrics = pd.read_parquet(smoke / "results/metrics.parquet")
+    assert {"row", "table", "method", "dataset", "width", "depth", "seed", "epoch", "split", "lr", "loss",
+            "top1_err", "epoch_seconds", "images_per_s", "peak_mem_bytes"} <= set(metrics.columns)
+    grid = load_grid(smoke / "config/grids/smoke.tsv")
+    assert set(metrics["row"]) == set(grid["row"])
+    summary = pd.read_csv(smoke / "results/summary.csv")
+    assert {"row", "method", "test_err_mean", "test_err_std", "seeds", "paper_err", "diff_vs_paper"} <= set(summary)
+    assert len(summary) == len(grid) and summary["test_err_mean"].between(0, 100).all()
+    memory = pd.read_csv(smoke / "results/memory.csv")
+    assert {"measurement", "method", "quantity", "kind", "bytes_per_image", "ratio_vs_fp32"} <= set(memory)
+    r18 = memory[(memory["measurement"] == "resnet18-224") & (memory["quantity"] == "paper accounting")]
+    assert (r18["paper_values_per_image"] == 1_831_936).all()
+    for name in ("error_curves", "error_vs_paper", "gap_vs_baseline", "memory_per_method"):
+        assert (smoke / f"results/figures/{name}.png").stat().st_size > 10_000
+
+
+@needs_fashion
+def test_smoke_grid_report_has_every_table(smoke):
+    html = (smoke / "reports/report.html").read_text()
+    for title in ("Model compression", "Compressed learning", "ImageNet, ResNet-18",
+                  "Memory kept for backward", "Gaps against the 32-bit network", "Fashion-MNIST"):
+        assert title in html, title
+    assert html.count("data:image/png") >= 4 or html.count("image/png") >= 4
+    assert "Traceback" not in html
+
+
+@needs_fashion
+def test_snakemake_report_with_captions(smoke):
+    proc = snakemake(smoke, "--config", "grid=smoke", "--report", "reports/snakemake-report.html")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (smoke / "reports/snakemake-report.html").stat().st_size > 10_000
+
+
+@needs_fashion
+def test_rerun_does_nothing(smoke):
+    proc = snakemake(smoke, "--cores", "2", "--config", "grid=smoke", "-n")
+    assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_paper_grid_dry_run_lists_every_row(workdir):
+    proc = snakemake(workdir, "-n", "--config", "grid=paper")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    grid = load_grid(workdir / "config/grids/paper.tsv")
+    for row, seed in jobs(grid):
+        assert f"results/runs/{row}/seed{seed}/final.json" in out, row
+    for dataset in ("cifar10", "cifar100", "imagenet"):
+        assert f"results/data/{dataset}.json" in out
+    assert "resnet18-224" in out
+
+
+def test_lint_and_format(workdir):
+    proc = snakemake(workdir, "--lint")
+    assert proc.returncode == 0 and "good condition" in proc.stdout + proc.stderr, proc.stdout[-3000:]
+    fmt = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow"], cwd=workdir,
+                         capture_output=True, text=True)
+    assert fmt.returncode == 0, fmt.stderr
+
+
+@needs_fashion
+def test_add_a_method_as_documented(workdir):
+    proc = snakemake(workdir, "--cores", "2", "--configfile", "docs/examples/cl_det.yaml")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = pd.read_csv(workdir / "results/summary.csv")
+    assert "cl-det" in set(summary["method"])
+    assert "cl-det" in set(pd.read_csv(workdir / "results/memory.csv")["method"])
+    assert "cl-det" in (workdir / "reports/report.html").read_text()
+
+
+def test_bad_grid_is_refused_before_any_job(workdir, tmp_path):
+    bad = tmp_path / "bad.tsv"
+    text = (workdir / "config/grids/smoke.tsv").read_text().replace("\tcl\t", "\tcl-typo\t")
+    bad.write_text(text)
+    proc = snakemake(workdir, "-n", "--config", "grid=bad", f"grids={{bad: {bad}}}")
+    assert proc.returncode != 0
+    assert "row 'smoke-cl', field 'method'" in proc.stderr and "known methods" in proc.stderr
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda t: t.replace("\tseeds\t", "\tseed\t"), "missing columns ['seeds']"),
+    (lambda t: t.replace("runtime\n", "runtime\textra\n"), "unknown columns"),
+    (lambda t: t.replace("smoke-w1\t", "smoke-fp32\t"), "duplicate row ids ['smoke-fp32']"),
+    (lambda t: t.replace("\t8\t0.5\tw1\t", "\t9\t0.5\tw1\t"), "field 'depth': WRN depth must be 6n + 2"),
+    (lambda t: t.replace("\t0.5\tcl\t1\t0\t", "\t0.5\tcl\t1\t0,x\t"), "field 'seeds'"),
+    (lambda t: t.replace("\t0.5\tcl\t1\t", "\t-1\tcl\t1\t"), "field 'width': must be positive"),
+    (lambda t: t.replace("fashion_mnist\twrn\t8\t0.5\tw1", "mnist\twrn\t8\t0.5\tw1"), "known datasets"),
+])
+def test_grid_errors_name_row_and_field(tmp_path, edit, message):
+    path = tmp_path / "g.tsv"
+    path.write_text(edit((REPO / "config/grids/smoke.tsv").read_text()))
+    with pytest.raises(GridError) as e:
+        load_grid(path)
+    assert message in str(e.value)
