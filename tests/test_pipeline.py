@@ -116,7 +116,8 @@ def test_bad_grid_is_refused_before_any_job(workdir, tmp_path):
     bad.write_text(text)
     proc = snakemake(workdir, "-n", "--config", "grid=bad", f"grids={{bad: {bad}}}")
     assert proc.returncode != 0
-    assert "row 'smoke-cl', field 'method'" in proc.stderr and "known methods" in proc.stderr
+    out = proc.stdout + proc.stderr
+    assert "row 'smoke-cl', field 'method'" in out and "known methods" in out
 
 
 @pytest.mark.parametrize("edit,message", [

@@ -155,3 +155,26 @@ def test_torchrun_data_parallel_on_cpu(tiny_fashion, tmp_path):
     test_imgs = [m["images"] for m in lines if m["split"] == "test"]
     assert train_imgs == [96, 96] and test_imgs == [40, 40]  # both ranks' shards are counted
     assert (run / "final.json").exists()
+
+
+@pytest.mark.parametrize("reset", [True, False])
+def test_momentum_reset_at_warm_restarts(tiny_fashion, tmp_path, reset):
+    """96 images / batch 32 = 3 steps per epoch; with t0=1, tmult=2 cycles start at
+    steps 0, 3 and 9. With the reset, the momentum is zero on those steps only."""
+    from onebit.train import Trainer
+
+    tr = Trainer(cfg(tiny_fashion, epochs=4, momentum_reset=reset), tmp_path / "r", log=lambda *_: None)
+    tr._build()
+    zero_at = []
+    real_step = tr.opt.step
+
+    def spy(*a, **kw):
+        bufs = [s["momentum_buffer"] for s in tr.opt.state.values() if s.get("momentum_buffer") is not None]
+        zero_at.append(bool(bufs) and all(not b.any() for b in bufs))
+        return real_step(*a, **kw)
+
+    tr.opt.step = spy
+    step = 0
+    for epoch in range(4):
+        step, _ = tr.train_epoch(epoch, step)
+    assert [i for i, z in enumerate(zero_at) if z] == ([3, 9] if reset else [])

@@ -30,6 +30,7 @@ def error_curves(metrics: pd.DataFrame) -> plt.Figure:
     g = sns.relplot(data=test, x="epoch", y="top1_err", hue="method", hue_order=_order(test["method"]),
                     col="network", kind="line", errorbar="sd", marker="o", facet_kws={"sharey": False},
                     height=3.2, aspect=1.2)
+    g.set_titles("{col_name}")
     g.set_axis_labels("epoch", "test error (%)")
     g.figure.suptitle("Test error per epoch (mean ± sd over seeds)", y=1.03)
     return g.figure
@@ -81,6 +82,7 @@ def memory_per_method(memory: pd.DataFrame) -> plt.Figure:
     for ax in g.axes.flat:
         ax.set_yscale("log")
         ax.tick_params(axis="x", rotation=30)
+    g.set_titles("{col_name}")
     g.set_axis_labels("method", "bytes per image (log)")
     g.figure.suptitle("Memory kept for backward per image", y=1.03)
     return g.figure
