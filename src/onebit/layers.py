@@ -50,6 +50,16 @@ class _MethodMixin:
     def weight_quantizer(self):
         return self.method.weight_quantizer if self.quantize_weight else None
 
+    def _inputs(self, x: "Tensor | Act"):
+        """``(A, A_q, quantizer, w)``: ``w`` is the forward weight when the stock op
+        serves (no gradient, or nothing to quantize or compress), else None."""
+        a, aq = as_act(x)
+        q = self.weight_quantizer
+        w = None
+        if not torch.is_grad_enabled() or (q is None and aq is None):
+            w = self.weight if q is None else q(self.weight)
+        return a, aq, q, w
+
     def extra_repr(self) -> str:
         q = "32-bit" if self.weight_quantizer is None else "1-bit"
         return f"{super().extra_repr()}, method={self.method.name}, weight={q}"
@@ -62,10 +72,8 @@ class QConv2d(_MethodMixin, nn.Conv2d):
         self._init_method(method, quantize_weight)
 
     def forward(self, x: "Tensor | Act") -> Tensor:
-        a, aq = as_act(x)
-        q = self.weight_quantizer
-        if not torch.is_grad_enabled() or (q is None and aq is None):
-            w = self.weight if q is None else q(self.weight)
+        a, aq, q, w = self._inputs(x)
+        if w is not None:
             return F.conv2d(a, w, None, self.stride, self.padding)
         return QConvFn.apply(a, aq, self.weight, q, self.stride, self.padding)
 
@@ -78,10 +86,8 @@ class QLinear(_MethodMixin, nn.Linear):
         self._init_method(method, quantize_weight)
 
     def forward(self, x: "Tensor | Act") -> Tensor:
-        a, aq = as_act(x)
-        q = self.weight_quantizer
-        if not torch.is_grad_enabled() or (q is None and aq is None):
-            w = self.weight if q is None else q(self.weight)
+        a, aq, q, w = self._inputs(x)
+        if w is not None:
             return F.linear(a, w, self.bias)
         w = self.weight[:, :, None, None]
         y = QConvFn.apply(a[:, :, None, None], aq, w, q, (1, 1), (0, 0))
