@@ -23,4 +23,4 @@ def test_memory_table(capsys):
 def test_unknown_method_is_one_readable_line(capsys):
     assert main(["memory", "--method", "nope"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "known methods: cl, cl-strict, fp32" in err
+    assert err.count("\n") == 1 and "known methods:" in err and "cl-strict" in err and "fp32" in err

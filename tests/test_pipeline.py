@@ -135,3 +135,10 @@ def test_grid_errors_name_row_and_field(tmp_path, edit, message):
     with pytest.raises(GridError) as e:
         load_grid(path)
     assert message in str(e.value)
+
+
+def test_quick_grid_runs_every_registered_method():
+    from onebit import list_methods
+    grid = load_grid(REPO / "config/grids/quick.tsv")
+    assert set(grid["method"]) == set(list_methods())
+    assert grid["width"].nunique() >= 2 and all(len(s) >= 2 for s in grid["seeds"])

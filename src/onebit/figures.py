@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-METHOD_ORDER = ["fp32", "w1", "cl", "cl-strict", "w1+cl"]
+METHOD_ORDER = ["fp32", "w1", "cl", "cl-strict", "w1+cl", "ckpt", "act2"]
 
 
 def _order(methods) -> list:

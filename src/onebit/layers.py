@@ -12,9 +12,11 @@ packed 1-bit copy ``aq``, drawn once and shared by every layer reading ``A``.
 
 from __future__ import annotations
 
+from contextlib import contextmanager, nullcontext
 from typing import NamedTuple, Optional
 
 import torch
+import torch.utils.checkpoint
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -129,7 +131,7 @@ class BNReLU(nn.BatchNorm2d):
             y = y + shortcut[0](shortcut[1])
         if residual is not None:
             y = y + residual
-        if m.compressed and torch.is_grad_enabled():
+        if (m.compressed or m.mask_relu) and torch.is_grad_enabled():
             return compress(MaskReLU.apply(y), m)
         return Act(F.relu(y))
 
@@ -137,6 +139,61 @@ class BNReLU(nn.BatchNorm2d):
 def max_pool_act(act: Act, method: Method) -> Act:
     """The ResNet stem's 3x3/2 max pool on an activation. Compressed methods use
     :class:`CompactMaxPool` (``F.max_pool2d`` would keep the float input alive)."""
-    if method.compressed and torch.is_grad_enabled():
+    if (method.compressed or method.mask_relu) and torch.is_grad_enabled():
         return compress(CompactMaxPool.apply(act.a), method)
     return Act(F.max_pool2d(act.a, 3, 2, 1))
+
+
+# Callables that see every tensor kept for backward where saved_tensors_hooks
+# cannot (a method's own hooks shadow outer ones; checkpoint keeps block inputs
+# outside them). Set by onebit.memory.measure.
+OBSERVERS: list = []
+
+
+def _observe(obj) -> None:
+    for fn in OBSERVERS:
+        fn(obj)
+
+
+def method_scope(method: Method, model: nn.Module):
+    """The context a model's forward runs in: the method's saved-tensor hooks, if any."""
+    if method.saved_hooks is None or not torch.is_grad_enabled():
+        return nullcontext()
+    hooks = method.saved_hooks({p.untyped_storage().data_ptr() for p in model.parameters()})
+    if not OBSERVERS:
+        return hooks
+
+    def pack(t):
+        packed = hooks.pack_hook(t)
+        _observe(packed)
+        return packed
+
+    return torch.autograd.graph.saved_tensors_hooks(pack, hooks.unpack_hook)
+
+
+@contextmanager
+def frozen_bn_stats(module: nn.Module):
+    """BN running statistics unchanged inside (a checkpointed block's recomputation
+    must not update them a second time)."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
+             for m in bns]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, n) in zip(bns, saved):
+            m.momentum = momentum
+            if n is not None:
+                m.num_batches_tracked.copy_(n)
+
+
+def run_block(block: nn.Module, fn, x: Tensor) -> Tensor:
+    """``fn(x)``, recomputed in backward (activation checkpointing) when the
+    block's method asks for it; only ``x`` is kept."""
+    if block.method.checkpoint and block.training and torch.is_grad_enabled():
+        _observe(x)
+        return torch.utils.checkpoint.checkpoint(
+            fn, x, use_reentrant=False, context_fn=lambda: (nullcontext(), frozen_bn_stats(block)))
+    return fn(x)

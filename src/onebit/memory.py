@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import layers
 from .layers import Act, QConv2d, QLinear
 from .methods import get_method
 
@@ -81,11 +82,20 @@ def measure(model: nn.Module, x: Tensor, target: Tensor | None = None) -> Memory
     excluded = {_key(t) for t in list(model.parameters()) + list(model.buffers()) + [x, target]}
     saved: dict = {}
 
+    def record(obj):
+        for t in (obj if isinstance(obj, tuple) else (obj,)):
+            if not isinstance(t, Tensor):
+                continue
+            k = _key(t)
+            if k not in excluded and k not in saved and t.untyped_storage().nbytes():
+                saved[k] = (t.untyped_storage().nbytes(), kind_of(t))
+                keep.append(t)  # a recorded address must not be reused by another tensor
+
     def pack(t: Tensor):
-        k = _key(t)
-        if k not in excluded and k not in saved and t.untyped_storage().nbytes():
-            saved[k] = (t.untyped_storage().nbytes(), kind_of(t))
+        record(t)
         return t
+
+    keep: list = []
 
     # values are (count, tensor): holding the tensor keeps its address from being
     # reused by a later tensor once autograd no longer references it
@@ -97,14 +107,16 @@ def measure(model: nn.Module, x: Tensor, target: Tensor | None = None) -> Memory
 
     hooks = [m.register_forward_pre_hook(pre_hook) for m in model.modules()
              if isinstance(m, (QConv2d, QLinear))]
+    layers.OBSERVERS.append(record)
     try:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             logits = model(x)
             loss = F.cross_entropy(logits, target)
     finally:
+        layers.OBSERVERS.remove(record)
         for h in hooks:
             h.remove()
-    del loss, logits
+    del loss, logits, keep
     inputs_count = {k: n for k, (n, _) in inputs.items()}
     inputs.clear()
     breakdown: dict = defaultdict(int)

@@ -30,6 +30,13 @@ class Method:
     strict: bool = False
     #: bits per weight at deployment
     weight_bits: int = 32
+    #: recompute each residual block in backward (torch.utils.checkpoint)
+    checkpoint: bool = False
+    #: factory of a ``saved_tensors_hooks`` context applied to the model's
+    #: forward, given the data pointers of the model's parameters (``act2``)
+    saved_hooks: Optional[Callable] = None
+    #: ReLU keeps a 1-bit mask instead of its output (implied by act_quantizer)
+    mask_relu: bool = False
 
     @property
     def activation_bits(self) -> int:
@@ -39,6 +46,10 @@ class Method:
     @property
     def compressed(self) -> bool:
         return self.act_quantizer is not None
+
+    @property
+    def exact_gradient(self) -> bool:
+        return self.act_quantizer is None and self.saved_hooks is None
 
     def __post_init__(self):
         if self.strict and self.act_quantizer is None:
@@ -84,3 +95,17 @@ register_method(Method(
 register_method(Method(
     "w1+cl", "1-bit weights and compressed learning [W slide 18]",
     weight_quantizer=sign_he, act_quantizer=stochastic_binary, weight_bits=1))
+register_method(Method(
+    "ckpt", "activation checkpointing per residual block (torch.utils.checkpoint, non-reentrant): "
+    "exact gradients, blocks recomputed in backward", checkpoint=True))
+
+
+def _act2_hooks(params):
+    from .act2 import Act2Hooks
+
+    return Act2Hooks(params)
+
+
+register_method(Method(
+    "act2", "ActNN-style 2-bit per-group stochastic compression of every saved activation, "
+    "1-bit ReLU masks", saved_hooks=_act2_hooks, mask_relu=True))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..layers import Act, BNReLU, QConv2d, QLinear, compress, max_pool_act
+from ..layers import Act, BNReLU, QConv2d, QLinear, compress, max_pool_act, method_scope, run_block
 from ..methods import get_method
 from .registry import register_model
 
@@ -26,8 +26,14 @@ class BasicBlock(nn.Module):
         if stride != 1 or c_in != c_out:
             self.downsample = nn.Sequential(QConv2d(c_in, c_out, 1, stride, method=method),
                                             nn.BatchNorm2d(c_out))
+        self.method = get_method(method)
 
     def forward(self, x: Act) -> Act:
+        if self.method.checkpoint:  # no 1-bit copies to carry: checkpoint on the float tensor
+            return Act(run_block(self, lambda a: self._forward(Act(a)).a, x.a))
+        return self._forward(x)
+
+    def _forward(self, x: Act) -> Act:
         h = self.conv2(self.bn1(self.conv1(x)))
         if self.downsample is not None:
             return self.bn2(h, shortcut=(self.downsample[1], self.downsample[0](x)))
@@ -54,9 +60,10 @@ class ResNet18(nn.Module):
                 nn.init.kaiming_normal_(mod.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: Tensor) -> Tensor:
-        h = max_pool_act(self.bn1(self.conv1(x)), self.method)
-        h = self.layer4(self.layer3(self.layer2(self.layer1(h))))
-        return self.fc(compress(h.a.mean((2, 3)), self.method))
+        with method_scope(self.method, self):
+            h = max_pool_act(self.bn1(self.conv1(x)), self.method)
+            h = self.layer4(self.layer3(self.layer2(self.layer1(h))))
+            return self.fc(compress(h.a.mean((2, 3)), self.method))
 
 
 @register_model("resnet18")

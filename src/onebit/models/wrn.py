@@ -12,7 +12,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..functional import AvgPoolPad
-from ..layers import BNReLU, QConv2d
+from ..layers import BNReLU, QConv2d, method_scope, run_block
 from ..methods import get_method
 from .registry import register_model
 
@@ -26,10 +26,14 @@ class Block(nn.Module):
         self.conv2 = QConv2d(c_out, c_out, 3, 1, 1, method=method)
         self.c_out = c_out
         self.downsample = stride != 1 or c_in != c_out
+        self.method = get_method(method)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _forward(self, x: Tensor) -> Tensor:
         h = self.conv2(self.bn2(self.conv1(self.bn1(x))))
         return h + (AvgPoolPad.apply(x, self.c_out) if self.downsample else x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return run_block(self, self._forward, x)
 
 
 class WRN(nn.Module):
@@ -41,7 +45,7 @@ class WRN(nn.Module):
             raise ValueError(f"WRN depth must be 6n + 2 with n >= 1 (8, 14, 20, 26, ...), got {depth!r}")
         if not width > 0:
             raise ValueError(f"WRN width must be positive, got {width!r}")
-        method = get_method(method)
+        self.method = method = get_method(method)
         n = (depth - 2) // 6
         widths = [int(round(c * width)) for c in (16, 32, 64)]
         self.bn_in = nn.BatchNorm2d(in_channels)  # learned scale/offset: it normalises raw pixels
@@ -63,9 +67,10 @@ class WRN(nn.Module):
                 nn.init.kaiming_normal_(mod.weight, mode="fan_in", nonlinearity="relu")
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.blocks(self.conv_in(self.bn_in(x)))
-        h = self.bn_out(self.conv_head(self.bn_head(h)))
-        return h.mean((2, 3))
+        with method_scope(self.method, self):
+            h = self.blocks(self.conv_in(self.bn_in(x)))
+            h = self.bn_out(self.conv_head(self.bn_head(h)))
+            return h.mean((2, 3))
 
 
 @register_model("wrn")
