@@ -36,8 +36,7 @@ def summarize(metrics: pd.DataFrame, grid: pd.DataFrame, published: pd.DataFrame
     """One line per grid row: final test error (mean, std, n over seeds) vs the paper."""
     last = metrics[metrics["split"] == "test"].sort_values("epoch").groupby(["row", "seed"]).tail(1)
     agg = last.groupby("row").agg(test_err_mean=("top1_err", "mean"), test_err_std=("top1_err", "std"),
-                                  seeds=("seed", "nunique"), epochs_done=("epoch", "max"),
-                                  wall_seconds=("epoch_seconds", "size"))
+                                  seeds=("seed", "nunique"), epochs_done=("epoch", "max"))
     agg["wall_seconds"] = metrics.groupby("row")["epoch_seconds"].sum() / agg["seeds"]
     cols = ["row", "table", "dataset", "arch", "depth", "width", "method", "epochs", "paper_source",
             "paper_table", "paper_row"]

@@ -45,7 +45,10 @@ def cmd_memory(args) -> int:
     import torch
 
     from . import create_model, list_methods
-    from .memory import measure
+    from .memory import format_bytes, measure
+
+    def _fmt_b(n):
+        return format_bytes(n, binary=True)
 
     methods = list_methods() if args.method == "all" else args.method.split(",")
     in_ch = args.in_channels or 3
@@ -71,20 +74,11 @@ def cmd_memory(args) -> int:
     print("-" * len(head))
     for r in rows:
         ratio = f"{r['saved_ratio_vs_fp32']:.1f}" if r["saved_ratio_vs_fp32"] else "-"
-        parts = ", ".join(f"{k} {_fmt(v / r['batch_size'])}" for k, v in r["saved_breakdown"].items())
+        parts = ", ".join(f"{k} {_fmt_b(v / r['batch_size'])}" for k, v in r["saved_breakdown"].items())
         print(f"{r['method']:<10} {r['paper_values_per_image']:>18,} {r['activation_bits']:>4}"
-              f" {_fmt(r['paper_bytes']):>13} {_fmt(r['saved_bytes']):>15}"
-              f" {_fmt(r['saved_bytes_per_image']):>11} {ratio:>7}  {parts}")
+              f" {_fmt_b(r['paper_bytes']):>13} {_fmt_b(r['saved_bytes']):>15}"
+              f" {_fmt_b(r['saved_bytes_per_image']):>11} {ratio:>7}  {parts}")
     return 0
-
-
-def _fmt(n: float) -> str:
-    """Bytes as '1.876 GB (1789.0 MiB)' style: decimal and binary units."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            binary = {"GB": ("GiB", 2**30), "MB": ("MiB", 2**20), "kB": ("KiB", 2**10)}[unit]
-            return f"{n / scale:.3f} {unit} ({n / binary[1]:.1f} {binary[0]})"
-    return f"{n:.0f} B"
 
 
 def cmd_export(args) -> int:

@@ -45,6 +45,18 @@ def kind_of(t: Tensor) -> str:
     return "other"
 
 
+def format_bytes(n: float, binary: bool = False) -> str:
+    """``1.876 GB``; with ``binary``, also ``(1789.0 MiB)``."""
+    if n is None or n != n:
+        return "–"
+    for unit, scale, bunit, bscale in (("GB", 1e9, "GiB", 2**30), ("MB", 1e6, "MiB", 2**20),
+                                       ("kB", 1e3, "KiB", 2**10)):
+        if n >= scale:
+            text = f"{n / scale:.3f} {unit}"
+            return f"{text} ({n / bscale:.1f} {bunit})" if binary else text
+    return f"{n:.0f} B"
+
+
 @dataclass
 class MemoryReport:
     arch: str

@@ -47,10 +47,6 @@ class Method:
     def compressed(self) -> bool:
         return self.act_quantizer is not None
 
-    @property
-    def exact_gradient(self) -> bool:
-        return self.act_quantizer is None and self.saved_hooks is None
-
     def __post_init__(self):
         if self.strict and self.act_quantizer is None:
             raise ValueError(f"method {self.name!r}: strict needs an act_quantizer")

@@ -6,9 +6,9 @@ holds a result.
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
+
+from .memory import format_bytes as _bytes
 
 TABLES = {
     "slide16": "Model compression: 1-bit weights at test time (CIFAR, [W] slide 16)",
@@ -142,12 +142,3 @@ def memory_summary(memory: pd.DataFrame) -> pd.DataFrame:
                                        zip(kinds["kind"][:3], kinds["bytes_per_image"][:3]) if b > 0),
         })
     return pd.DataFrame(rows)
-
-
-def _bytes(n: float) -> str:
-    if n is None or (isinstance(n, float) and math.isnan(n)):
-        return "–"
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.3f} {unit}" if unit == "GB" else f"{n / scale:.1f} {unit}"
-    return f"{n:.0f} B"
