@@ -226,3 +226,32 @@ def test_strict_backward_matches_hand_written_formula():
         torch.testing.assert_close(t.grad, gx, atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(mod.weight.grad, (gz * rec).sum(dims), atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(mod.bias.grad, gz.sum(dims))
+
+
+def test_pack_bits_channels_last_round_trip():
+    mask = torch.rand(3, 5, 4, 7) > 0.5
+    nhwc = mask.contiguous(memory_format=torch.channels_last)
+    from onebit.bits import is_channels_last
+
+    assert is_channels_last(nhwc) and not is_channels_last(mask)
+    out = unpack_bits(pack_bits(nhwc), mask.shape, torch.float32, channels_last=True)
+    assert torch.equal(out, mask.float()) and is_channels_last(out)
+
+
+@pytest.mark.parametrize("method", ["w1", "cl", "cl-strict", "act2"])
+def test_channels_last_gives_the_same_step(method, monkeypatch):
+    """The same network, seed and batch in NCHW and NHWC layouts: same gradients. The
+    uniform draws are fixed (random draws follow memory order, not logical order)."""
+    from onebit import create_model
+
+    monkeypatch.setattr(torch, "rand_like", lambda t: torch.full_like(t, 0.37))
+    grads = []
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        torch.manual_seed(0)
+        net = create_model("wrn", method, depth=8, width=1).to(memory_format=fmt)
+        x = torch.randn(4, 3, 16, 16).contiguous(memory_format=fmt)
+        torch.manual_seed(1)
+        F.cross_entropy(net(x), torch.arange(4)).backward()
+        grads.append([p.grad for p in net.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

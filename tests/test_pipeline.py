@@ -53,6 +53,13 @@ def test_smoke_grid_tidy_tables(smoke):
     assert {"measurement", "method", "quantity", "kind", "bytes_per_image", "ratio_vs_fp32"} <= set(memory)
     r18 = memory[(memory["measurement"] == "resnet18-224") & (memory["quantity"] == "paper accounting")]
     assert (r18["paper_values_per_image"] == 1_831_936).all()
+    totals = memory[memory["kind"] == "total"]
+    for q in ("paper accounting", "autograd keeps", "step peak"):  # three measurements per method
+        got = totals[totals["quantity"] == q].groupby("measurement")["method"].nunique()
+        assert (got == memory.groupby("measurement")["method"].nunique()).all(), q
+    assert (totals["step_ratio_vs_fp32"] > 0).all()
+    wrn = totals[totals["measurement"] == "wrn-20-4-32"]
+    assert (wrn["largest_batch"] >= 1).all() and (wrn["budget_bytes"] == 64 * 2**20).all()
     for name in ("error_curves", "error_vs_paper", "gap_vs_baseline", "memory_per_method"):
         assert (smoke / f"results/figures/{name}.png").stat().st_size > 10_000
 

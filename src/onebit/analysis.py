@@ -72,8 +72,19 @@ def paper_gaps(published: pd.DataFrame) -> pd.DataFrame:
     return out[keys + ["method", "paper_row", "fp32_err", "value", "gap"]].rename(columns={"value": "err"})
 
 
+STEP_COLUMNS = ["device", "step_seconds", "step_ratio_vs_fp32", "largest_batch", "budget_bytes",
+                "state_bytes"]
+
+
 def memory_table(json_paths: list) -> pd.DataFrame:
-    """Tidy memory table: one line per (measurement, method, kind of bytes)."""
+    """Tidy memory table: one line per (measurement, method, quantity, kind of bytes).
+
+    Quantities: ``paper accounting`` (inputs of weight layers at the method's
+    precision), ``autograd keeps`` (total and per kind) and ``step peak`` (the
+    allocator's peak of a real training step above model and optimizer state).
+    ``ratio_vs_fp32`` is fp32's total over the method's, per quantity. The step time,
+    its ratio to fp32 and the largest batch within the budget repeat on each line of
+    their (measurement, method)."""
     rows = []
     for path in json_paths:
         name = Path(path).stem
@@ -82,17 +93,21 @@ def memory_table(json_paths: list) -> pd.DataFrame:
             common = {"measurement": name, "arch": r["arch"], "method": r["method"], "batch_size": n,
                       "input_shape": "x".join(map(str, r["input_shape"])),
                       "activation_bits": r["activation_bits"],
-                      "paper_values_per_image": r["paper_values_per_image"]}
-            rows.append({**common, "quantity": "paper accounting", "kind": "weight-layer inputs",
+                      "paper_values_per_image": r["paper_values_per_image"],
+                      **{c: r.get(c) for c in STEP_COLUMNS}}
+            rows.append({**common, "quantity": "paper accounting", "kind": "total",
                          "bytes_per_image": r["paper_bytes"] / n})
             rows.append({**common, "quantity": "autograd keeps", "kind": "total",
                          "bytes_per_image": r["saved_bytes"] / n})
             for kind, b in r["saved_breakdown"].items():
                 rows.append({**common, "quantity": "autograd keeps", "kind": kind, "bytes_per_image": b / n})
+            if r.get("peak_bytes") is not None:
+                rows.append({**common, "quantity": "step peak", "kind": "total",
+                             "bytes_per_image": r["peak_bytes"] / n})
     df = pd.DataFrame(rows)
-    total = df[(df["quantity"] == "autograd keeps") & (df["kind"] == "total")]
-    fp32 = total[total["method"] == "fp32"].set_index("measurement")["bytes_per_image"]
-    df["ratio_vs_fp32"] = df.apply(
-        lambda r: fp32.get(r["measurement"], float("nan")) / r["bytes_per_image"]
-        if r["kind"] == "total" and r["bytes_per_image"] else float("nan"), axis=1)
+    total = df[df["kind"] == "total"]
+    fp32 = total[total["method"] == "fp32"].set_index(["measurement", "quantity"])["bytes_per_image"]
+    df["ratio_vs_fp32"] = [
+        fp32.get((m, q), float("nan")) / b if k == "total" and b else float("nan")
+        for m, q, k, b in zip(df["measurement"], df["quantity"], df["kind"], df["bytes_per_image"])]
     return df

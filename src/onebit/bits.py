@@ -11,8 +11,17 @@ import torch
 _SHIFTS = torch.arange(7, -1, -1, dtype=torch.uint8)  # MSB first, like numpy.packbits
 
 
+def is_channels_last(t: torch.Tensor) -> bool:
+    """Whether a 4-d tensor is laid out NHWC (``torch.channels_last``) rather than NCHW."""
+    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
 def pack_bits(mask: torch.Tensor) -> torch.Tensor:
-    """Pack a boolean (or 0/1) tensor into a flat ``uint8`` tensor, 8 per byte."""
+    """Pack a boolean (or 0/1) tensor into a flat ``uint8`` tensor, 8 per byte, in
+    memory order: NHWC for a channels-last tensor (no copy to NCHW first); unpack
+    it with ``channels_last=is_channels_last(mask)``."""
+    if is_channels_last(mask):
+        mask = mask.permute(0, 2, 3, 1)
     flat = mask.reshape(-1).to(torch.uint8)
     pad = (-flat.numel()) % 8
     if pad:
@@ -22,11 +31,16 @@ def pack_bits(mask: torch.Tensor) -> torch.Tensor:
 
 
 def unpack_bits(packed: torch.Tensor, shape: torch.Size | tuple[int, ...],
-                dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Inverse of :func:`pack_bits`: a tensor of ``shape`` with 0/1 values."""
+                dtype: torch.dtype = torch.float32, channels_last: bool = False) -> torch.Tensor:
+    """Inverse of :func:`pack_bits`: a tensor of ``shape`` with 0/1 values (laid out
+    channels-last when it was packed from such a tensor)."""
     numel = 1
     for s in shape:
         numel *= s
     shifts = _SHIFTS.to(packed.device)
     bits = (packed.unsqueeze(1) >> shifts) & 1
-    return bits.reshape(-1)[:numel].reshape(shape).to(dtype)
+    bits = bits.reshape(-1)[:numel]
+    if channels_last:
+        n, c, h, w = shape
+        return bits.reshape(n, h, w, c).to(dtype).permute(0, 3, 1, 2)
+    return bits.reshape(shape).to(dtype)

@@ -41,43 +41,78 @@ def _positive(kind):
     return parse
 
 
+def _byte_size(text):
+    from .stepbench import parse_bytes
+
+    try:
+        return parse_bytes(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
+
+
 def cmd_memory(args) -> int:
     import torch
 
     from . import create_model, list_methods
     from .memory import format_bytes, measure
+    from .stepbench import benchmark
 
     def _fmt_b(n):
         return format_bytes(n, binary=True)
 
     methods = list_methods() if args.method == "all" else args.method.split(",")
     in_ch = args.in_channels or 3
+    kwargs = _arch_kwargs(args)
     rows = []
     for name in methods:
         torch.manual_seed(args.seed)
-        model = create_model(args.arch, name, **_arch_kwargs(args)).to(args.device)
+        model = create_model(args.arch, name, **kwargs).to(args.device)
         x = torch.randn(args.batch_size, in_ch, args.image_size, args.image_size, device=args.device)
         rows.append(measure(model, x).as_dict())
+        rows[-1]["device"] = str(x.device)
+        num_classes = model.onebit_config.get("num_classes", 10)
         del model, x
+    bench = benchmark(lambda m: create_model(args.arch, m, **kwargs), methods, args.batch_size,
+                      (in_ch, args.image_size, args.image_size), num_classes, device=args.device,
+                      seed=args.seed, steps=args.steps, peak=not args.no_peak, budget=args.budget,
+                      max_batch=args.max_batch)
+    for r in rows:
+        r.update(bench[r["method"]])
     base = next((r for r in rows if r["method"] == "fp32"), None)
     for r in rows:
         r["saved_ratio_vs_fp32"] = base["saved_bytes"] / r["saved_bytes"] if base else None
+        if "peak_bytes" in r:
+            r["peak_bytes_per_image"] = r["peak_bytes"] / r["batch_size"]
+            r["peak_ratio_vs_fp32"] = base["peak_bytes"] / r["peak_bytes"] if base else None
+        if "step_seconds" in r:
+            r["step_ratio_vs_fp32"] = r["step_seconds"] / base["step_seconds"] if base else None
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
         print()
         return 0
-    print(f"{args.arch} {_arch_kwargs(args)}  input {in_ch}x{args.image_size}x{args.image_size}"
-          f"  batch {args.batch_size}")
+    print(f"{args.arch} {kwargs}  input {in_ch}x{args.image_size}x{args.image_size}"
+          f"  batch {args.batch_size}  device {args.device}")
     head = (f"{'method':<10} {'paper: values/img':>18} {'bits':>4} {'paper bytes':>13}"
-            f" {'autograd keeps':>15} {'per image':>11} {'x fp32':>7}  breakdown per image")
+            f" {'autograd keeps':>15} {'per image':>11} {'x fp32':>7} {'step peak':>11} {'x fp32':>7}"
+            f" {'step s':>8} {'x fp32':>7} {'max batch':>9}  breakdown of what autograd keeps, per image")
     print(head)
     print("-" * len(head))
+
+    def ratio(v, fmt="{:.1f}"):
+        return fmt.format(v) if v else "-"
+
     for r in rows:
-        ratio = f"{r['saved_ratio_vs_fp32']:.1f}" if r["saved_ratio_vs_fp32"] else "-"
         parts = ", ".join(f"{k} {_fmt_b(v / r['batch_size'])}" for k, v in r["saved_breakdown"].items())
+        peak = format_bytes(r["peak_bytes"]) if "peak_bytes" in r else "-"
+        step = f"{r['step_seconds']:.3f}" if "step_seconds" in r else "-"
         print(f"{r['method']:<10} {r['paper_values_per_image']:>18,} {r['activation_bits']:>4}"
               f" {_fmt_b(r['paper_bytes']):>13} {_fmt_b(r['saved_bytes']):>15}"
-              f" {_fmt_b(r['saved_bytes_per_image']):>11} {ratio:>7}  {parts}")
+              f" {_fmt_b(r['saved_bytes_per_image']):>11} {ratio(r['saved_ratio_vs_fp32']):>7}"
+              f" {peak:>11} {ratio(r.get('peak_ratio_vs_fp32')):>7} {step:>8}"
+              f" {ratio(r.get('step_ratio_vs_fp32'), '{:.2f}'):>7} {r.get('largest_batch', '-'):>9}  {parts}")
+    if args.budget:
+        print(f"max batch: the largest batch whose model + optimizer state + input + step peak fit"
+              f" {format_bytes(args.budget, binary=True)}")
     return 0
 
 
@@ -220,6 +255,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--in-channels", type=_positive(int), default=None)
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--device", default="cpu")
+    m.add_argument("--steps", type=int, default=5,
+                   help="timed training steps per method for the step-time ratio (0: skip)")
+    m.add_argument("--no-peak", action="store_true", help="skip the peak of a real training step")
+    m.add_argument("--budget", type=_byte_size, default=None,
+                   help="memory budget (e.g. 512MiB, 2GB): find the largest batch that fits it")
+    m.add_argument("--max-batch", type=_positive(int), default=4096,
+                   help="upper limit of the largest-batch search")
     m.add_argument("--json", action="store_true", help="print JSON instead of a table")
     m.set_defaults(func=cmd_memory)
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .bits import pack_bits, unpack_bits
+from .bits import is_channels_last, pack_bits, unpack_bits
 
 Quantizer = Callable[[Tensor], Tensor]
 
@@ -74,6 +74,7 @@ class QConvFn(torch.autograd.Function):
         w_hat = quantizer(weight) if quantizer is not None else weight
         ctx.quantizer, ctx.stride, ctx.padding = quantizer, stride, padding
         ctx.a_shape, ctx.packed, ctx.a_dtype = a.shape, aq is not None, a.dtype
+        ctx.nhwc = is_channels_last(a)
         ctx.save_for_backward(aq if aq is not None else a, weight)
         return F.conv2d(a, w_hat, None, stride, padding)
 
@@ -87,17 +88,26 @@ class QConvFn(torch.autograd.Function):
                 w_hat = q(w_leaf)
         else:
             w_hat = weight
-        # under autocast the forward ran in the autocast dtype: so does the backward
-        a = unpack_bits(saved, ctx.a_shape, grad.dtype) if ctx.packed else saved.to(grad.dtype)
+        # under autocast the forward ran in the autocast dtype: so does the backward.
+        # The weight gradient first, then the input gradient: the unpacked activation
+        # and the input gradient are never alive together (a lower peak).
         need_a, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[2]
-        ga, gw_hat, _ = torch.ops.aten.convolution_backward(
-            grad, a, w_hat.detach().to(grad.dtype), None, ctx.stride, ctx.padding, (1, 1), False,
-            (0, 0), 1, (need_a, need_w, False))
-        ga = ga.to(ctx.a_dtype) if ga is not None else None
-        gw = None
+        w_cast = w_hat.detach().to(grad.dtype)
+        gw = ga = None
         if need_w:
+            a = (unpack_bits(saved, ctx.a_shape, grad.dtype, ctx.nhwc) if ctx.packed
+                 else saved.to(grad.dtype))
+            gw_hat = torch.ops.aten.convolution_backward(
+                grad, a, w_cast, None, ctx.stride, ctx.padding, (1, 1), False, (0, 0), 1,
+                (False, True, False))[1]
+            del a
             gw_hat = gw_hat.to(w_hat.dtype)
             gw = torch.autograd.grad(w_hat, w_leaf, gw_hat)[0] if q is not None else gw_hat
+        if need_a:
+            shape_only = grad.new_empty(1).expand(ctx.a_shape)  # sizes only, as torch.nn.grad does
+            ga = torch.ops.aten.convolution_backward(
+                grad, shape_only, w_cast, None, ctx.stride, ctx.padding, (1, 1), False, (0, 0), 1,
+                (True, False, False))[0].to(ctx.a_dtype)
         return ga, None, gw, None, None, None
 
 
@@ -110,14 +120,14 @@ class MaskReLU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:
-        ctx.shape = x.shape
+        ctx.shape, ctx.nhwc = x.shape, is_channels_last(x)
         ctx.save_for_backward(tag(pack_bits(x > 0), "relu mask"))
         return x.clamp_min(0)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
         (mask,) = ctx.saved_tensors
-        return grad * unpack_bits(mask, ctx.shape, grad.dtype)
+        return grad * unpack_bits(mask, ctx.shape, grad.dtype, ctx.nhwc)
 
 
 def _bn_train_stats(x: Tensor, bn) -> tuple[Tensor, Tensor]:
@@ -165,33 +175,38 @@ class StrictBNReLU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, aq_fn, r: Optional[Tensor], *groups):
+        # written with in-place updates of fresh tensors: the peak of a training
+        # step is set by the float temporaries alive here and in backward
         bns, xs, gammas, betas = groups[0::4], groups[1::4], groups[2::4], groups[3::4]
         ctx.dtypes = [x.dtype for x in xs] + [r.dtype if r is not None else None]
         xs = [x.float() for x in xs]  # statistics in fp32, also under autocast
-        z = r.float() if r is not None else None
-        xhats, invstds = [], []
+        z, moments = None, []
         for bn, x, gamma, beta in zip(bns, xs, gammas, betas):
             mean, invstd = _bn_train_stats(x, bn)
-            xhat = (x - _channel(mean)) * _channel(invstd)
-            y = xhat * _channel(gamma) + _channel(beta) if gamma is not None else xhat
-            z = y if z is None else z + y
-            xhats.append(xhat)
-            invstds.append(invstd)
-        a = z.clamp_min(0)
+            y = (x - _channel(mean)).mul_(_channel(invstd))
+            if gamma is not None:
+                y.mul_(_channel(gamma)).add_(_channel(beta))
+            z = y if z is None else z.add_(y)
+            del y
+            moments.append((mean, invstd))
+        if r is not None:
+            z.add_(r.float())
+        a = z.clamp_min_(0)
         bit = aq_fn(a)
-        bitf = bit.to(z.dtype)
         dims = (0, 2, 3)
-        n1 = bitf.sum(dims)
-        n0 = bitf.numel() / bitf.shape[1] - n1
-        p0 = ((z > 0) & ~bit).to(z.dtype).sum(dims) / n0.clamp_min(1)
+        count = a.numel() / a.shape[1]
+        n1 = bit.sum(dims).float()
+        n0 = count - n1
+        p0 = ((a > 0) & ~bit).sum(dims).float() / n0.clamp_min(1)
         stats = [p0]
-        for xhat, invstd in zip(xhats, invstds):
-            s1 = (xhat * bitf).sum(dims)
-            m1 = s1 / n1.clamp_min(1)
-            m0 = (xhat.sum(dims) - s1) / n0.clamp_min(1)
+        for x, (mean, invstd) in zip(xs, moments):
+            # E[x_hat | bit] from sums of x: x_hat = (x - mean) * invstd
+            s1 = _masked_channel_sum(x, bit)
+            m1 = torch.where(n1 > 0, (s1 / n1.clamp_min(1) - mean) * invstd, 0.0)
+            m0 = torch.where(n0 > 0, ((mean * count - s1) / n0.clamp_min(1) - mean) * invstd, 0.0)
             stats += [tag(torch.stack([invstd, m0, m1]), "statistics")]
         aq = tag(pack_bits(bit), "packed activation")
-        ctx.shape, ctx.has_r = a.shape, r is not None
+        ctx.shape, ctx.has_r, ctx.nhwc = a.shape, r is not None, is_channels_last(a)
         ctx.save_for_backward(aq, *stats, *[g for g in gammas if g is not None])
         ctx.affine = [g is not None for g in gammas]
         ctx.mark_non_differentiable(aq)
@@ -202,22 +217,35 @@ class StrictBNReLU(torch.autograd.Function):
         saved = ctx.saved_tensors
         n_bn = len(ctx.affine)
         aq, p0, stats, gammas = saved[0], saved[1], saved[2:2 + n_bn], list(saved[2 + n_bn:])
-        bit = unpack_bits(aq, ctx.shape)
+        bit = unpack_bits(aq, ctx.shape, torch.bool, ctx.nhwc)
         dims = (0, 2, 3)
-        gz = grad_a.float() * (bit + (1 - bit) * _channel(p0))
+        count = bit.numel() / bit.shape[1]
+        # gz = grad_a * relu'(z), relu' = 1 where the bit is 1, else p0
+        gz = torch.where(bit, 1.0, _channel(p0)).mul_(grad_a.float())
+        s = gz.sum(dims)  # sum of gz per channel
+        s1 = _masked_channel_sum(gz, bit)  # ... where the bit is 1
         grads = [None, gz.to(ctx.dtypes[-1]) if ctx.has_r else None]
+        reuse = not ctx.has_r and n_bn == 1  # gz is needed by nobody else: dx may overwrite it
         for st, affine, dtype in zip(stats, ctx.affine, ctx.dtypes):
             invstd, m0, m1 = st
-            xhat = _channel(m0) + bit * _channel(m1 - m0)
+            # x_hat = m0 + bit * (m1 - m0), so sum(gz * x_hat) = m0 * s + (m1 - m0) * s1, and
+            # dx = k * (gz - s / n - x_hat * t / n), k = invstd * gamma, is affine in gz and bit
+            t = m0 * s + (m1 - m0) * s1
             gw = gb = None
-            gxhat = gz
+            k = invstd
             if affine:
-                gw, gb = (gz * xhat).sum(dims), gz.sum(dims)
-                gxhat = gz * _channel(gammas.pop(0))
-            gx = _channel(invstd) * (gxhat - gxhat.mean(dims, keepdim=True)
-                                     - xhat * (gxhat * xhat).mean(dims, keepdim=True))
+                gw, gb = t, s
+                k = invstd * gammas.pop(0)
+            gx = gz.mul_(_channel(k)) if reuse else gz * _channel(k)
+            gx.sub_(_channel(k * (s + m0 * t) / count))
+            gx.addcmul_(bit, _channel(-k * (m1 - m0) * t / count))
             grads += [None, gx.to(dtype), gw, gb]
         return tuple(grads)
+
+
+def _masked_channel_sum(x: Tensor, mask: Tensor, chunks: int = 8) -> Tensor:
+    """``(x * mask).sum((0, 2, 3))`` with the product made a batch slice at a time."""
+    return sum((xc * mc).sum((0, 2, 3)) for xc, mc in zip(x.chunk(chunks), mask.chunk(chunks)))
 
 
 class AvgPoolPad(torch.autograd.Function):
@@ -234,7 +262,7 @@ class AvgPoolPad(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         c = ctx.shape[1]
-        shape_only = grad.new_empty(ctx.shape)
+        shape_only = grad.new_empty(1).expand(ctx.shape)  # sizes only: allocates nothing
         gx = torch.ops.aten.avg_pool2d_backward(
             grad[:, :c].contiguous(), shape_only, [3, 3], [2, 2], [1, 1], False, True, None)
         return gx, None

@@ -73,7 +73,7 @@ def stochastic_binary(a: Tensor) -> Tensor:
     """``A_q = 1[A + u > 1]``, ``u ~ U[0, 1)`` drawn fresh at every call ([W] slide 13).
 
     For ``A >= 0`` this is Bernoulli(min(A, 1)): unbiased for ``A <= 1``."""
-    return a + torch.rand_like(a) > 1
+    return torch.rand_like(a).add_(a) > 1  # one float temporary, same draws as a + u > 1
 
 
 register_method(Method("fp32", "32-bit baseline: exact forward and backward"))

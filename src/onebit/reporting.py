@@ -125,20 +125,31 @@ def table_text(table: str, summary: pd.DataFrame, gaps: pd.DataFrame, paper_gaps
 
 def memory_summary(memory: pd.DataFrame) -> pd.DataFrame:
     """Per measurement and method: the paper's accounting (per image and at batch 256),
-    what autograd keeps per image, its ratio to fp32, and the largest kinds of bytes."""
+    what autograd keeps per image, the peak of a training step per image, their
+    ratios to fp32, the step-time ratio, the largest batch within the budget, and
+    the largest kinds of bytes kept."""
     rows = []
     for (meas, method), g in memory.groupby(["measurement", "method"], sort=False):
-        paper = g[g["quantity"] == "paper accounting"]["bytes_per_image"].iloc[0]
-        total = g[(g["quantity"] == "autograd keeps") & (g["kind"] == "total")].iloc[0]
+        tot = g[g["kind"] == "total"].set_index("quantity")
+        kept = tot.loc["autograd keeps"]
         kinds = g[(g["quantity"] == "autograd keeps") & (g["kind"] != "total")].sort_values(
             "bytes_per_image", ascending=False)
-        rows.append({
-            "network": meas, "method": method, "bits kept per activation": int(total["activation_bits"]),
-            "paper: values / image": int(total["paper_values_per_image"]),
-            "paper: bytes at batch 256": _bytes(paper * 256),
-            "autograd keeps / image": _bytes(total["bytes_per_image"]),
-            "x less than fp32": f"{total['ratio_vs_fp32']:.1f}",
-            "largest parts": ", ".join(f"{k} {_bytes(b)}" for k, b in
-                                       zip(kinds["kind"][:3], kinds["bytes_per_image"][:3]) if b > 0),
-        })
+        peak = tot.loc["step peak"] if "step peak" in tot.index else None
+        row = {
+            "network": meas, "method": method, "bits kept per activation": int(kept["activation_bits"]),
+            "paper: bytes at batch 256": _bytes(tot.loc["paper accounting", "bytes_per_image"] * 256),
+            "autograd keeps / image": _bytes(kept["bytes_per_image"]),
+            "x less than fp32": f"{kept['ratio_vs_fp32']:.1f}",
+            "step peak / image": _bytes(peak["bytes_per_image"]) if peak is not None else "",
+            "peak x less": f"{peak['ratio_vs_fp32']:.1f}" if peak is not None else "",
+            "step time x fp32": _num(kept.get("step_ratio_vs_fp32"), "{:.2f}"),
+            "largest batch": _num(kept.get("largest_batch"), "{:.0f}"),
+            "largest parts kept": ", ".join(f"{k} {_bytes(b)}" for k, b in
+                                            zip(kinds["kind"][:3], kinds["bytes_per_image"][:3]) if b > 0),
+        }
+        rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _num(v, fmt: str) -> str:
+    return "" if v is None or pd.isna(v) else fmt.format(v)
