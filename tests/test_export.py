@@ -5,6 +5,7 @@ import torch
 
 from onebit import create_model, export_packed, load_packed
 from onebit.cli import main
+from onebit.runio import save_checkpoint
 
 
 def trained(method="w1", **kw):
@@ -51,7 +52,7 @@ def test_fp32_model_is_refused(tmp_path):
 
 def test_export_command(tmp_path, capsys):
     model, x = trained(depth=8, width=1)
-    torch.save({"config": model.onebit_config, "model": model.state_dict()}, tmp_path / "checkpoint.pt")
+    save_checkpoint({"config": model.onebit_config, "model": model.state_dict()}, tmp_path / "checkpoint.pt")
     assert main(["export", str(tmp_path / "checkpoint.pt")]) == 0
     assert "bytes" in capsys.readouterr().out
     with torch.no_grad():
@@ -63,6 +64,6 @@ def test_export_command_explains_bad_input(tmp_path, capsys):
     assert main(["export", str(tmp_path / "broken.pt")]) == 2
     assert main(["export", str(tmp_path / "missing.pt")]) == 2
     err = capsys.readouterr().err
-    assert "cannot read checkpoint" in err and "does not exist" in err
+    assert "truncated or not a onebit checkpoint" in err and "does not exist" in err
     with pytest.raises(ValueError, match="not a onebit packed model"):
         load_packed(tmp_path / "broken.pt")

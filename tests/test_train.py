@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from onebit.cli import main
+from onebit.runio import load_checkpoint
 from onebit.train import ConfigMismatch, TrainConfig, train
 
 TINY = dict(dataset="tiny_fashion", depth=8, width=0.25, batch_size=32, epochs=3, lr_max=0.05)
@@ -25,9 +26,11 @@ def read_metrics(run):
 
 def test_run_directory_contract(tiny_fashion, tmp_path):
     run = tmp_path / "run"
-    final = train(cfg(tiny_fashion, method="w1+cl"), run, log=lambda *_: None)
-    assert {p.name for p in run.iterdir()} == {"config.json", "env.json", "metrics.jsonl",
-                                               "final.json", "checkpoint.pt"}
+    c = cfg(tiny_fashion, method="w1+cl")
+    final = train(c, run, log=lambda *_: None)
+    assert {p.name for p in run.iterdir()} == {
+        "config.json", "env.json", "metrics.jsonl", "final.json", "checkpoint.pt", ".lock",
+        *(["checkpoint.pt.prev"] if c.epochs > 1 else [])}
     config = json.loads((run / "config.json").read_text())
     assert config["method"] == "w1+cl" and config["params"] == final["params"]
     env = json.loads((run / "env.json").read_text())
@@ -59,7 +62,7 @@ def test_same_seed_same_numbers_and_resume_is_bit_for_bit(tiny_fashion, tmp_path
     assert any("resuming" in s for s in logs)
     strip = lambda d: {k: v for k, v in d.items() if "seconds" not in k}  # noqa: E731
     assert strip(a) == strip(b) == strip(c_final)
-    sa, sc = (torch.load(tmp_path / r / "checkpoint.pt", weights_only=True)["model"] for r in "ac")
+    sa, sc = (load_checkpoint(tmp_path / r / "checkpoint.pt")["model"] for r in "ac")
     assert all(torch.equal(sa[k], sc[k]) for k in sa)
     drop = lambda ms: [{k: v for k, v in m.items() if "seconds" not in k and "per_s" not in k  # noqa: E731
                         and "peak_mem" not in k} for m in ms]
@@ -98,7 +101,7 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tiny_fashion
     assert main(args) == 3
     err = capsys.readouterr().err
     assert "loss became nan at epoch 2" in err and "last good epoch" in err
-    ck = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)
+    ck = load_checkpoint(tmp_path / "r" / "checkpoint.pt")
     assert ck["epoch"] == 1 and not (tmp_path / "r" / "final.json").exists()
 
 

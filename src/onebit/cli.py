@@ -7,6 +7,7 @@ Errors meant for users are printed as one paragraph; ``--debug`` (or
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -86,9 +87,14 @@ def cmd_memory(args) -> int:
             r["peak_ratio_vs_fp32"] = base["peak_bytes"] / r["peak_bytes"] if base else None
         if "step_seconds" in r:
             r["step_ratio_vs_fp32"] = r["step_seconds"] / base["step_seconds"] if base else None
-    if args.json:
-        json.dump(rows, sys.stdout, indent=2)
-        print()
+    if args.json or args.output:
+        text = json.dumps(rows, indent=2) + "\n"
+        if args.output:
+            from .runio import atomic_write_text
+
+            atomic_write_text(args.output, text)  # a killed run leaves no partial file
+        else:
+            sys.stdout.write(text)
         return 0
     print(f"{args.arch} {kwargs}  input {in_ch}x{args.image_size}x{args.image_size}"
           f"  batch {args.batch_size}  device {args.device}")
@@ -122,13 +128,15 @@ def cmd_export(args) -> int:
     from . import create_model
     from .export import export_packed
 
+    from .runio import CorruptCheckpoint, load_checkpoint, previous_checkpoint
+
     try:
-        ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+        ckpt = load_checkpoint(args.checkpoint, map_location="cpu")
     except FileNotFoundError:
         raise UserError(f"checkpoint {args.checkpoint} does not exist")
-    except Exception as e:  # truncated or not a torch file
-        raise UserError(f"cannot read checkpoint {args.checkpoint} ({type(e).__name__}: {e}); "
-                        "is it a complete checkpoint.pt written by onebit?")
+    except CorruptCheckpoint as e:
+        raise UserError(f"{e}. Export the previous checkpoint ({previous_checkpoint(args.checkpoint)}) "
+                        "if it exists, or re-run the training command to rebuild it.")
     if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
         raise UserError(f"{args.checkpoint} is not a onebit checkpoint (needs 'config' and 'model')")
     config = dict(ckpt["config"])
@@ -194,12 +202,13 @@ def cmd_train(args) -> int:
     import dataclasses
 
     from .data import DatasetError
+    from .runio import RunLocked
     from .train import NonFiniteLoss, TrainConfig, train
 
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
     try:
         train(cfg, args.out)
-    except DatasetError as e:
+    except (DatasetError, RunLocked) as e:
         raise UserError(str(e))
     except NonFiniteLoss as e:
         print(f"onebit train: error: {e}", file=sys.stderr)
@@ -263,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--max-batch", type=_positive(int), default=4096,
                    help="upper limit of the largest-batch search")
     m.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    m.add_argument("--output", default=None, help="write the JSON to this file (atomically)")
     m.set_defaults(func=cmd_memory)
 
     d = sub.add_parser("data", help="download (if needed) and verify a dataset",
@@ -292,6 +302,14 @@ def main(argv=None) -> int:
             raise
         print(f"onebit {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if debug or e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise
+        print(f"onebit {args.command}: error: cannot write {e.filename or 'a file'}: {e.strerror}. "
+              "Free space (or fix permissions) and re-run the same command: completed files were "
+              "written atomically and are intact, and training resumes from its last checkpoint.",
+              file=sys.stderr)
+        return 4
 
 
 if __name__ == "__main__":

@@ -1,25 +1,55 @@
-"""Files of a run directory: atomic writes and the environment record."""
+"""Files of a run directory: atomic writes, verified checkpoints, the run lock,
+fault points for the reliability tests, and the environment record."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import hashlib
+import io
 import json
 import os
 import platform
+import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import torch
 
+_FAULT_COUNTS: dict = {}
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+
+def fault_point(name: str) -> None:
+    """Reliability tests only: with ``ONEBIT_FAULT=name:n`` in the environment, the
+    process kills itself (SIGKILL, as a scheduler or the OOM killer would) the n-th
+    time it reaches this point. Points: ``step``, ``checkpoint``, ``metrics``,
+    ``checkpoint-rotate``."""
+    spec = os.environ.get("ONEBIT_FAULT")
+    if not spec:
+        return
+    target, _, count = spec.partition(":")
+    if target != name:
+        return
+    _FAULT_COUNTS[name] = _FAULT_COUNTS.get(name, 0) + 1
+    if _FAULT_COUNTS[name] == int(count or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def atomic_write_bytes(path: Path, data: bytes, fault: str | None = None) -> None:
     """Write to a temporary file in the same folder, fsync, then rename: a reader
     (or a killed writer) never sees a truncated file under ``path``."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            half = len(data) // 2
+            f.write(data[:half])
+            if fault:
+                f.flush()
+                fault_point(fault)  # killed half-way through the write
+            f.write(data[half:])
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -28,26 +58,99 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+def atomic_write_text(path: Path, text: str, fault: str | None = None) -> None:
+    atomic_write_bytes(path, text.encode(), fault)
 
 
 def atomic_write_json(path: Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def atomic_torch_save(obj, path: Path) -> None:
+_MAGIC = b"\nonebit-checkpoint-v1\n"  # footer: sha256 of the payload, then this
+
+
+class CorruptCheckpoint(Exception):
+    """A checkpoint file that is truncated, altered or not a onebit checkpoint."""
+
+
+def save_checkpoint(obj, path: Path, keep_previous: bool = True) -> None:
+    """``torch.save`` bytes + their sha256 + a marker, written atomically; the
+    checkpoint it replaces is kept as ``<name>.prev`` (a fallback)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    payload = buf.getvalue()
+    data = payload + hashlib.sha256(payload).digest() + _MAGIC
+    if keep_previous and path.exists():
+        # write the new file first, under a temporary name: at every instant a
+        # complete checkpoint exists under the name or under .prev
+        tmp = path.with_name(path.name + ".new")
+        atomic_write_bytes(tmp, data, fault="checkpoint")
+        os.replace(path, previous_checkpoint(path))
+        fault_point("checkpoint-rotate")
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    else:
+        atomic_write_bytes(path, data, fault="checkpoint")
+
+
+def previous_checkpoint(path: Path) -> Path:
+    return Path(path).with_name(Path(path).name + ".prev")
+
+
+def load_checkpoint(path: Path, map_location=None):
+    """Read and verify a checkpoint written by :func:`save_checkpoint`; raises
+    :class:`CorruptCheckpoint` saying what is wrong."""
+    path = Path(path)
+    data = path.read_bytes()
+    n = len(_MAGIC) + 32
+    if len(data) < n or data[-len(_MAGIC):] != _MAGIC:
+        raise CorruptCheckpoint(f"{path} is truncated or not a onebit checkpoint (no end marker)")
+    payload, digest = data[:-n], data[-n:-len(_MAGIC)]
+    if hashlib.sha256(payload).digest() != digest:
+        raise CorruptCheckpoint(f"{path} is corrupted (sha256 of its content does not match)")
+    try:
+        return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+    except Exception as e:  # verified bytes that torch cannot read: written by something else
+        raise CorruptCheckpoint(f"{path} cannot be read ({type(e).__name__}: {e})") from None
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a bad file out of the way (kept for inspection, never deleted)."""
+    dest = Path(path).with_name(f"{Path(path).name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(path, dest)
+    return dest
+
+
+class RunLocked(Exception):
+    """Another live process is writing the run directory."""
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``<run dir>/.lock``: two trainers never write the
+    same run. The kernel releases it when the holder dies, so a killed run leaves
+    no stale lock behind."""
+
+    def __init__(self, folder: Path):
+        self.path = Path(folder) / ".lock"
+        self.fd = None
+
+    def __enter__(self):
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(self.fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                raise RunLocked(f"{self.path.parent} is being written by another onebit process "
+                                f"(pid {holder}); wait for it to finish or use another --out") from None
+            raise
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)  # releases the lock
 
 
 def git_revision(cwd: Path | None = None) -> tuple[str | None, bool | None]:

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from . import create_model, get_method
 from .data import get_dataset
 from .data.loaders import ImageFolder, TensorBatches, normalize_imagenet
-from .runio import atomic_torch_save, atomic_write_json, atomic_write_text, environment
+from .runio import (CorruptCheckpoint, RunLock, atomic_write_json, atomic_write_text, environment,
+                    fault_point, load_checkpoint, previous_checkpoint, save_checkpoint, set_aside)
 from .schedule import is_restart, lr_at
 
 
@@ -276,6 +277,7 @@ class Trainer:
             loss.backward()
             self.opt.step()
             step += 1
+            fault_point("step")
             loss_sum += loss.item() * len(yb)
             correct += (logits.argmax(1) == yb).sum().item()
             seen += len(yb)
@@ -320,14 +322,36 @@ class Trainer:
                 "peak_mem_kind": "cpu_max_rss"}
 
     # ------------------------------------------------------------ run
+    def _resume(self, ck_path: Path):
+        """The newest verified checkpoint (the latest, else the previous one), or None.
+        A bad file is set aside (renamed, not deleted) with a warning."""
+        for path in (ck_path, previous_checkpoint(ck_path)):
+            if not path.exists():
+                continue
+            try:
+                return load_checkpoint(path, map_location=self.device)
+            except CorruptCheckpoint as e:
+                moved = set_aside(path).name if self.main else path.name
+                then = ("falling back to the previous checkpoint" if path == ck_path
+                        else "restarting the run from epoch 0")
+                self.log(f"WARNING: {e}. It was renamed to {moved}; {then}.")
+        return None
+
     def run(self, stop_after: Optional[int] = None) -> Optional[dict]:
         """Train to the end (or for ``stop_after`` more epochs); returns final.json's content."""
-        cfg, out = self.cfg, self.out
-        final_path = out / "final.json"
+        final_path = self.out / "final.json"
         if final_path.exists():
             self.log(f"{final_path} exists: the run is complete, nothing to do")
             return json.loads(final_path.read_text())
-        out.mkdir(parents=True, exist_ok=True)
+        self.out.mkdir(parents=True, exist_ok=True)
+        if not self.main:
+            return self._run(stop_after)
+        with RunLock(self.out):
+            return self._run(stop_after)
+
+    def _run(self, stop_after: Optional[int]) -> Optional[dict]:
+        cfg, out = self.cfg, self.out
+        final_path = out / "final.json"
         config_path = out / "config.json"
         if config_path.exists():
             previous = json.loads(config_path.read_text())
@@ -340,9 +364,9 @@ class Trainer:
         self._build()
         epoch, step, metrics = 0, 0, []
         ck_path = out / "checkpoint.pt"
-        if ck_path.exists():
-            epoch, step, metrics = self._restore(torch.load(ck_path, map_location=self.device,
-                                                            weights_only=True))
+        state = self._resume(ck_path)
+        if state is not None:
+            epoch, step, metrics = self._restore(state)
             self.log(f"resuming {out} after epoch {epoch}")
         if self.main:
             atomic_write_json(config_path, {**dataclasses.asdict(cfg), "identity": cfg.identity(),
@@ -360,8 +384,8 @@ class Trainer:
             metrics += [{**base, **train_m}, {**base, **test_m}]
             wall += train_m["epoch_seconds"] + test_m["epoch_seconds"]
             if self.main:
-                atomic_torch_save(self._state(epoch, step, metrics), ck_path)
-                atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
+                save_checkpoint(self._state(epoch, step, metrics), ck_path)
+                self._write_metrics(metrics)
             self.log(f"epoch {epoch}/{cfg.epochs} lr {train_m['lr']:.2e} train loss {train_m['loss']:.4f} "
                      f"err {train_m['top1_err']:.2f}% | test err {test_m['top1_err']:.2f}% | "
                      f"{train_m['images_per_s']:.0f} img/s, data {train_m['data_seconds']:.1f}s "
@@ -375,8 +399,13 @@ class Trainer:
         if "top5_err" in last:
             final["test_top5_err"] = last["top5_err"]
         if self.main:
+            self._write_metrics(metrics)  # complete even if a kill interrupted the last write
             atomic_write_json(final_path, final)
         return final
+
+    def _write_metrics(self, metrics: list) -> None:
+        atomic_write_text(self.out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics),
+                          fault="metrics")
 
 
 def train(cfg: TrainConfig, out, stop_after: Optional[int] = None, log=print) -> Optional[dict]:

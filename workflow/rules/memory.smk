@@ -14,4 +14,4 @@ rule memory:
         device=config["memory_device"],
     shell:
         "OMP_NUM_THREADS={threads} {params.onebit} memory {params.args} --method all"
-        " --device {params.device} --json > {output} 2> {log}"
+        " --device {params.device} --output {output} 2> {log}"
