@@ -196,6 +196,8 @@ def _add_train_args(t: argparse.ArgumentParser) -> None:
         flags = [flag, "--lr"] if f.name == "lr_max" else [flag]
         t.add_argument(*flags, type=parse, default=f.default, help=help_)
     t.add_argument("--out", required=True, help="run directory (created; resumed if it holds a checkpoint)")
+    t.add_argument("--check", action="store_true",
+                   help="validate the configuration and build the model (on the meta device), then exit")
 
 
 def cmd_train(args) -> int:
@@ -203,9 +205,13 @@ def cmd_train(args) -> int:
 
     from .data import DatasetError
     from .runio import RunLocked
-    from .train import NonFiniteLoss, TrainConfig, train
+    from .train import NonFiniteLoss, TrainConfig, Trainer, train
 
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    if args.check:
+        n = Trainer(cfg, args.out, log=lambda *_: None).check()
+        print(f"onebit train: configuration valid ({cfg.arch}, {cfg.method}, {n:,} parameters)")
+        return 0
     try:
         train(cfg, args.out)
     except (DatasetError, RunLocked) as e:

@@ -159,14 +159,26 @@ class Trainer:
         self.ds = get_dataset(cfg.dataset)
 
     # ------------------------------------------------------------ set-up
-    def _build(self):
+    def model_kwargs(self) -> dict:
         cfg, ds = self.cfg, self.ds
-        torch.manual_seed(cfg.seed)
         kw = dict(num_classes=ds.num_classes, in_channels=ds.in_channels,
                   fp32_first_last=cfg.fp32_first_last)
         if cfg.arch == "wrn":
             kw.update(depth=cfg.depth, width=cfg.width, bn_affine=cfg.bn_affine)
-        model = create_model(cfg.arch, cfg.method, **kw).to(self.device)
+        return kw
+
+    def check(self) -> int:
+        """Validate everything short of training: the config and the model's
+        construction (on the meta device: no memory, no data). Returns the
+        parameter count."""
+        with torch.device("meta"):
+            model = create_model(self.cfg.arch, self.cfg.method, **self.model_kwargs())
+        return sum(p.numel() for p in model.parameters())
+
+    def _build(self):
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        model = create_model(cfg.arch, cfg.method, **self.model_kwargs()).to(self.device)
         if self.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True
