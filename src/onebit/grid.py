@@ -9,6 +9,7 @@ duplicate row ids, seeds that are not integers.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -57,7 +58,10 @@ def _parse(kind: str, text: str):
             raise ValueError(f"expected an integer, got {text!r}")
         return int(f)
     if kind == "float":
-        return float(text)
+        v = float(text)
+        if not math.isfinite(v):
+            raise ValueError(f"expected a finite number, got {text!r}")
+        return v
     if kind == "seeds":
         seeds = [s.strip() for s in text.split(",")]
         out = []
