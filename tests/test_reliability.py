@@ -213,3 +213,48 @@ def test_full_disk_gives_a_clear_error_and_keeps_earlier_results(tmp_path):
         json.loads((disk / "run" / "config.json").read_text())
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists(),
+                    reason="needs Fashion-MNIST (envs/setup.sh installs Debian's dataset-fashion-mnist)")
+def test_killed_and_concurrent_pipeline(tmp_path):
+    """A second invocation is refused while one runs; Snakemake SIGKILLed with its jobs;
+    re-running completes only what was missing."""
+    import shutil
+    import time
+
+    from test_pipeline import REPO, WORKFLOW, snakemake
+
+    for name in WORKFLOW:
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--config", "grid=smoke"]
+    first = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while not list(tmp_path.glob("results/runs/*/*/final.json")) and time.time() < deadline:
+            time.sleep(0.5)
+        assert first.poll() is None, "the pipeline finished before it could be interrupted"
+        second = snakemake(tmp_path, "--cores", "1", "--config", "grid=smoke")
+        assert second.returncode != 0
+        assert "cannot be locked" in second.stderr + second.stdout
+        os.killpg(first.pid, signal.SIGKILL)  # Snakemake and every job it started
+        first.wait()
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    done = {p: p.stat().st_mtime_ns for p in tmp_path.glob("results/runs/*/*/final.json")}
+    n_rows = len(list(tmp_path.glob("results/logs/train/*/*.log")))
+    # the lock of a killed Snakemake stays: the message says how to remove it
+    stale = snakemake(tmp_path, "--cores", "2", "--config", "grid=smoke")
+    assert stale.returncode != 0 and "--unlock" in stale.stderr + stale.stdout
+    assert snakemake(tmp_path, "--unlock", "--config", "grid=smoke").returncode == 0
+    rerun = snakemake(tmp_path, "--cores", "2", "--config", "grid=smoke")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert (tmp_path / "reports/report.html").exists()
+    for p, mtime in done.items():  # finished runs are not retrained
+        assert p.stat().st_mtime_ns == mtime
+    retrained = rerun.stderr.count("rule train:") + rerun.stdout.count("rule train:")
+    total = len(list(tmp_path.glob("results/runs/*/*/final.json")))
+    assert retrained == total - len(done) and len(done) >= 1 and n_rows >= 1
