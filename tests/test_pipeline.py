@@ -58,8 +58,10 @@ def test_smoke_grid_tidy_tables(smoke):
         got = totals[totals["quantity"] == q].groupby("measurement")["method"].nunique()
         assert (got == memory.groupby("measurement")["method"].nunique()).all(), q
     assert (totals["step_ratio_vs_fp32"] > 0).all()
-    wrn = totals[totals["measurement"] == "wrn-20-4-32"]
-    assert (wrn["largest_batch"] >= 1).all() and (wrn["budget_bytes"] == 64 * 2**20).all()
+    wrn = totals[totals["measurement"] == "wrn-8-0.5-28"]
+    assert (wrn["largest_batch"] >= 0).all() and (wrn["budget_bytes"] == 16 * 2**20).all()
+    largest = wrn.groupby("method")["largest_batch"].first()
+    assert largest["fp32"] >= 1 and largest["cl-strict"] > largest["fp32"]
     for name in ("error_curves", "error_vs_paper", "gap_vs_baseline", "memory_per_method"):
         assert (smoke / f"results/figures/{name}.png").stat().st_size > 10_000
 
@@ -109,12 +111,21 @@ def test_lint_and_format(workdir):
 
 @needs_fashion
 def test_add_a_method_as_documented(workdir):
-    proc = snakemake(workdir, "--cores", "2", "--configfile", "docs/examples/cl_det.yaml")
+    proc = snakemake(workdir, "--cores", "2", "--configfile", "docs/examples/w1_cl_det.yaml")
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = pd.read_csv(workdir / "results/summary.csv")
-    assert "cl-det" in set(summary["method"])
-    assert "cl-det" in set(pd.read_csv(workdir / "results/memory.csv")["method"])
-    assert "cl-det" in (workdir / "reports/report.html").read_text()
+    assert "w1+cl-det" in set(summary["method"])
+    assert "w1+cl-det" in set(pd.read_csv(workdir / "results/memory.csv")["method"])
+    assert "w1+cl-det" in (workdir / "reports/report.html").read_text()
+
+
+def test_documented_worked_example_is_the_registered_code():
+    doc = (REPO / "docs/adding-a-method.md").read_text()
+    block = doc.split("```python\n")[1].split("```")[0]
+    source = (REPO / "src/onebit/ablations.py").read_text()
+    assert "cl-gauss" in block and block.strip() in source
+    plugin = doc.split("```python\n")[2].split("```")[0]
+    assert plugin.strip() in (REPO / "docs/examples/w1_cl_det.py").read_text()
 
 
 def test_bad_grid_is_refused_before_any_job(workdir, tmp_path):

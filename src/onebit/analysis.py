@@ -94,6 +94,7 @@ def memory_table(json_paths: list) -> pd.DataFrame:
                       "input_shape": "x".join(map(str, r["input_shape"])),
                       "activation_bits": r["activation_bits"],
                       "paper_values_per_image": r["paper_values_per_image"],
+                      "weight_bits": r.get("weight_bits"), "description": r.get("description"),
                       **{c: r.get(c) for c in STEP_COLUMNS}}
             rows.append({**common, "quantity": "paper accounting", "kind": "total",
                          "bytes_per_image": r["paper_bytes"] / n})
@@ -111,3 +112,12 @@ def memory_table(json_paths: list) -> pd.DataFrame:
         fp32.get((m, q), float("nan")) / b if k == "total" and b else float("nan")
         for m, q, k, b in zip(df["measurement"], df["quantity"], df["kind"], df["bytes_per_image"])]
     return df
+
+
+def fidelity_table(json_path) -> pd.DataFrame:
+    """Tidy gradient-fidelity table: one line per (method, layer), errors relative to
+    the exact gradient's norm (see :mod:`onebit.fidelity`)."""
+    rows = json.loads(Path(json_path).read_text())
+    cols = ["method", "layer", "index", "params", "exact_norm", "bias", "std", "rmse", "noise_floor",
+            "draws", "seed", "network", "batch", "batch_size"]
+    return pd.DataFrame(rows, columns=cols)

@@ -122,6 +122,54 @@ def cmd_memory(args) -> int:
     return 0
 
 
+def cmd_fidelity(args) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from . import create_model
+    from .data import DatasetError, get_dataset
+    from .fidelity import gradient_fidelity, same_forward_methods
+    from .runio import CorruptCheckpoint, atomic_write_text, load_checkpoint
+
+    methods = same_forward_methods() if args.method == "all" else args.method.split(",")
+    kwargs, state = _arch_kwargs(args), None
+    if args.checkpoint:
+        try:
+            ckpt = load_checkpoint(args.checkpoint, map_location="cpu")
+        except (FileNotFoundError, CorruptCheckpoint) as e:
+            raise UserError(f"cannot use checkpoint {args.checkpoint}: {e}")
+        config = dict(ckpt["config"])
+        args.arch = config.pop("arch")
+        config.pop("method")
+        kwargs, state = config, ckpt["model"]
+    if args.dataset:
+        try:
+            images, labels = get_dataset(args.dataset).load(Path(args.data_root), train=False)
+        except DatasetError as e:
+            raise UserError(str(e))
+        x, y = images[:args.batch_size].float().div(255), labels[:args.batch_size]
+        kwargs.setdefault("in_channels", x.shape[1])
+    else:
+        g = torch.Generator().manual_seed(args.seed)
+        shape = (args.batch_size, kwargs.get("in_channels", 3), args.image_size, args.image_size)
+        x, y = torch.rand(shape, generator=g), torch.randint(0, 10, (args.batch_size,), generator=g)
+    rows = gradient_fidelity(lambda m: create_model(args.arch, m, **kwargs), methods, x, y,
+                             draws=args.draws, seed=args.seed, state=state)
+    source = args.checkpoint or f"{args.arch} {kwargs} initialised with seed {args.seed}"
+    for r in rows:
+        r.update(network=str(source), batch=args.dataset or "uniform noise", batch_size=len(x))
+    if args.output:
+        atomic_write_text(args.output, json.dumps(rows, indent=2) + "\n")
+        return 0
+    print(f"weight-gradient error relative to exact backprop, {args.draws} draws; network: {source}")
+    print(f"{'method':<10} {'layer':<16} {'bias':>7} {'std':>7} {'rmse':>7} {'noise floor':>11}")
+    for r in rows:
+        print(f"{r['method']:<10} {r['layer']:<16} {r['bias']:>7.3f} {r['std']:>7.3f} {r['rmse']:>7.3f}"
+              f" {r['noise_floor']:>11.3f}")
+    return 0
+
+
 def cmd_export(args) -> int:
     import torch
 
@@ -280,6 +328,28 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--json", action="store_true", help="print JSON instead of a table")
     m.add_argument("--output", default=None, help="write the JSON to this file (atomically)")
     m.set_defaults(func=cmd_memory)
+
+    f = sub.add_parser("fidelity", help="bias and variance of approximate weight gradients vs exact",
+                       description="For one fixed network and batch, draw each approximate-gradient "
+                       "method's weight gradients many times and report per layer their bias, spread "
+                       "and error against exact backprop, relative to the exact gradient's norm.")
+    f.add_argument("--method", default="all", help="methods (comma-separated) or 'all' of those whose "
+                   "forward equals fp32's")
+    f.add_argument("--arch", default="wrn")
+    f.add_argument("--depth", type=int, default=8, help="WRN depth (6n+2)")
+    f.add_argument("--width", type=_positive(float), default=1, help="WRN width k")
+    f.add_argument("--num-classes", type=_positive(int), default=None)
+    f.add_argument("--in-channels", type=_positive(int), default=None)
+    f.add_argument("--checkpoint", default=None, help="take the network (and its weights) from a checkpoint")
+    f.add_argument("--dataset", default=None, help="take the batch from this dataset's test split "
+                   "(default: uniform noise)")
+    f.add_argument("--data-root", default="data")
+    f.add_argument("--image-size", type=_positive(int), default=32)
+    f.add_argument("--batch-size", type=_positive(int), default=64)
+    f.add_argument("--draws", type=_positive(int), default=32)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--output", default=None, help="write JSON rows to this file (atomically)")
+    f.set_defaults(func=cmd_fidelity)
 
     d = sub.add_parser("data", help="download (if needed) and verify a dataset",
                        description="Make a dataset present under --data-root and check its checksums; "

@@ -93,6 +93,39 @@ def memory_per_method(memory: pd.DataFrame) -> plt.Figure:
     return g.figure
 
 
+def gradient_fidelity(fidelity: pd.DataFrame) -> plt.Figure:
+    """Bias and spread of each method's weight gradient per layer, relative to the
+    exact gradient's norm (log scale); the dotted line is the bias that the finite
+    number of draws shows even for an unbiased method."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    if fidelity.empty:
+        for ax in axes:
+            ax.text(0.5, 0.5, "no gradient-fidelity measurement configured for this grid",
+                    ha="center", va="center", transform=ax.transAxes)
+        return fig
+    df = fidelity[fidelity["exact_norm"] > 0].copy()
+    order = _order(df["method"])
+    layers = df.drop_duplicates("index").sort_values("index")["layer"].tolist()
+    for ax, col, title in zip(axes, ["bias", "std"], ["bias: |mean gradient - exact|",
+                                                      "spread of one draw"]):
+        shown = df[df[col] > 0] if col == "bias" else df
+        sns.lineplot(data=shown, x="layer", y=col, hue="method", hue_order=order, marker="o", ax=ax,
+                     sort=False)
+        if col == "bias":
+            floor = df.groupby("layer", sort=False)["noise_floor"].max().reindex(layers)
+            ax.plot(layers, floor.values, ":", color="grey", label="noise floor (max)")
+            ax.legend(fontsize=7)
+        ax.set_yscale("log")
+        ax.set_title(title)
+        ax.set_xlabel("weight layer (input to output)")
+        ax.set_ylabel("relative to the exact gradient's norm")
+        ax.tick_params(axis="x", rotation=60, labelsize=7)
+    axes[1].get_legend().remove()
+    fig.suptitle(f"Weight-gradient fidelity against exact backprop ({int(df['draws'].iloc[0])} draws)")
+    fig.tight_layout()
+    return fig
+
+
 def save(fig: plt.Figure, path) -> None:
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)

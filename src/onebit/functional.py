@@ -45,6 +45,23 @@ class SignHe(torch.autograd.Function):
         return grad
 
 
+class SignHardTanh(torch.autograd.Function):
+    """``sign(x)`` (``sign(0) = +1``) with the hard-tanh straight-through gradient
+    ``grad * 1[|x| <= 1]`` (BinaryConnect's weights, BNN's weights and activations).
+    Keeps a 1-bit mask of ``|x| <= 1``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        ctx.shape, ctx.nhwc = x.shape, is_channels_last(x)
+        ctx.save_for_backward(tag(pack_bits(x.abs() <= 1), "masks"))
+        return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (mask,) = ctx.saved_tensors
+        return grad * unpack_bits(mask, ctx.shape, grad.dtype, ctx.nhwc)
+
+
 def he_constant(w: Tensor) -> float:
     """``sqrt(2 / fan_in)`` for a conv weight ``(C_out, C_in, k, k)`` or linear ``(out, in)``."""
     return math.sqrt(2.0 / w[0].numel())

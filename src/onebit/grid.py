@@ -134,12 +134,28 @@ def load_grid(path: "str | Path") -> pd.DataFrame:
                                 f"(8, 14, 20, 26, ...), got {out['depth']}")
         if "/" in out["row"] or out["row"].startswith("."):
             raise GridError(f"{where}, row {rid!r}, field 'row': must be a plain name (no '/')")
+        try:  # what the job itself will check first: the config, and the model (on meta)
+            _check_job(out)
+        except ValueError as e:
+            raise GridError(f"{where}, row {rid!r}: {e}") from None
         records.append(out)
     grid = pd.DataFrame(records, dtype=object)  # keeps ints as ints next to empty cells
     dup = grid["row"][grid["row"].duplicated()].tolist()
     if dup:
         raise GridError(f"{where}: duplicate row ids {sorted(set(dup))}")
     return grid.set_index("row", drop=False)
+
+
+def _check_job(row: dict) -> None:
+    from .train import TrainConfig, Trainer
+
+    fields = ("dataset", "arch", "method", "epochs", "t0", "tmult", "batch_size", "lr_max",
+              "weight_decay", "cutout", "crop_pad", "train_subset", "test_subset")
+    kw = {f: row[f] for f in fields}
+    kw.update(seed=row["seeds"][0], flip=bool(row["flip"]))
+    if row["arch"] == "wrn":
+        kw.update(depth=row["depth"], width=row["width"])
+    Trainer(TrainConfig(**kw), Path("."), log=lambda *_: None).check()
 
 
 def train_args(row: "pd.Series | dict", seed: int) -> list[str]:

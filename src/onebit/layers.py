@@ -21,13 +21,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .bits import pack_bits
-from .functional import CompactMaxPool, MaskReLU, QConvFn, StrictBNReLU, tag
+from .functional import CompactMaxPool, MaskReLU, QConvFn, SignHardTanh, StrictBNReLU, tag
 from .methods import Method, get_method
 
 
 class Act(NamedTuple):
     a: Tensor
     aq: Optional[Tensor] = None
+    #: XNOR-Net input scaling: channel-mean of |input| before binarization, (N, 1, H, W)
+    scale: Optional[Tensor] = None
 
 
 def as_act(x: "Tensor | Act") -> Act:
@@ -55,7 +57,8 @@ class _MethodMixin:
     def _inputs(self, x: "Tensor | Act"):
         """``(A, A_q, quantizer, w)``: ``w`` is the forward weight when the stock op
         serves (no gradient, or nothing to quantize or compress), else None."""
-        a, aq = as_act(x)
+        act = as_act(x)
+        a, aq = act.a, act.aq
         q = self.weight_quantizer
         w = None
         if not torch.is_grad_enabled() or (q is None and aq is None):
@@ -76,8 +79,14 @@ class QConv2d(_MethodMixin, nn.Conv2d):
     def forward(self, x: "Tensor | Act") -> Tensor:
         a, aq, q, w = self._inputs(x)
         if w is not None:
-            return F.conv2d(a, w, None, self.stride, self.padding)
-        return QConvFn.apply(a, aq, self.weight, q, self.stride, self.padding)
+            y = F.conv2d(a, w, None, self.stride, self.padding)
+        else:
+            y = QConvFn.apply(a, aq, self.weight, q, self.stride, self.padding)
+        scale = as_act(x).scale
+        if scale is not None:  # XNOR-Net: K = mean_c |I| averaged over each window (zero padding)
+            y = y * F.avg_pool2d(scale, self.kernel_size, self.stride, self.padding,
+                                 count_include_pad=True)
+        return y
 
 
 class QLinear(_MethodMixin, nn.Linear):
@@ -131,6 +140,9 @@ class BNReLU(nn.BatchNorm2d):
             y = y + shortcut[0](shortcut[1])
         if residual is not None:
             y = y + residual
+        if m.binary_act:
+            scale = y.abs().mean(1, keepdim=True) if m.input_scaling else None
+            return Act(SignHardTanh.apply(y), None, scale)
         if (m.compressed or m.mask_relu) and torch.is_grad_enabled():
             return compress(MaskReLU.apply(y), m)
         return Act(F.relu(y))

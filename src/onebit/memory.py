@@ -67,6 +67,8 @@ class MemoryReport:
     saved_breakdown: dict = field(default_factory=dict)
     paper_values_per_image: int = 0
     activation_bits: int = 32
+    weight_bits: int = 32
+    description: str = ""
 
     @property
     def saved_bytes_per_image(self) -> float:
@@ -138,4 +140,5 @@ def measure(model: nn.Module, x: Tensor, target: Tensor | None = None) -> Memory
         arch=config.get("arch", type(model).__name__), method=method.name,
         batch_size=x.shape[0], input_shape=list(x.shape[1:]),
         saved_bytes=sum(breakdown.values()), saved_breakdown=dict(sorted(breakdown.items())),
-        paper_values_per_image=sum(inputs_count.values()), activation_bits=method.activation_bits)
+        paper_values_per_image=sum(inputs_count.values()), activation_bits=method.activation_bits,
+        weight_bits=method.weight_bits, description=method.description)

@@ -37,6 +37,13 @@ class Method:
     saved_hooks: Optional[Callable] = None
     #: ReLU keeps a 1-bit mask instead of its output (implied by act_quantizer)
     mask_relu: bool = False
+    #: the BN unit outputs sign(BN(x)) (hard-tanh straight-through) instead of ReLU (BNN, XNOR-Net)
+    binary_act: bool = False
+    #: XNOR-Net's input scaling: each conv output is multiplied by K, the channel-mean of
+    #: |BN(x)| averaged over the conv's window (needs binary_act)
+    input_scaling: bool = False
+    #: called with the model after every optimizer step (e.g. BinaryConnect's weight clipping)
+    after_step: Optional[Callable] = None
 
     @property
     def activation_bits(self) -> int:
@@ -52,6 +59,11 @@ class Method:
             raise ValueError(f"method {self.name!r}: strict needs an act_quantizer")
         if self.weight_bits == 1 and self.weight_quantizer is None:
             raise ValueError(f"method {self.name!r}: 1-bit weights need a weight_quantizer")
+        if self.input_scaling and not self.binary_act:
+            raise ValueError(f"method {self.name!r}: input_scaling needs binary_act")
+        if self.binary_act and (self.act_quantizer is not None or self.strict):
+            raise ValueError(f"method {self.name!r}: binary activations do not combine with "
+                             "compressed learning")
 
 
 METHODS: Registry[Method] = Registry("method")

@@ -153,3 +153,58 @@ def memory_summary(memory: pd.DataFrame) -> pd.DataFrame:
 
 def _num(v, fmt: str) -> str:
     return "" if v is None or pd.isna(v) else fmt.format(v)
+
+
+def same_budget(summary: pd.DataFrame, memory: pd.DataFrame, measurement: "str | None" = None) -> pd.DataFrame:
+    """"Same network, same budget": per method, on every network the grid trains every
+    method on (same data, schedule and seeds): test error, bits per weight, bits kept
+    per activation for backward, and from the memory measurement of ``measurement``
+    (default: the first) what autograd keeps and the step peak as x less than fp32,
+    and the step time as x fp32. Method properties come from the memory table (which
+    every registered method, plugins included, is measured into)."""
+    counts = summary.groupby(["dataset", "arch", "depth", "width"], dropna=False)["method"].nunique()
+    if counts.empty:
+        return pd.DataFrame()
+    key = counts.idxmax()  # the network with the most methods
+    rows = summary[(summary[["dataset", "arch", "depth", "width"]].fillna(-1)
+                    == pd.Series(key, index=["dataset", "arch", "depth", "width"]).fillna(-1)).all(axis=1)]
+    tot = memory[memory["kind"] == "total"]
+    if measurement is None and len(tot):
+        measurement = tot["measurement"].iloc[0]
+    tot = tot[tot["measurement"] == measurement]
+    out = []
+    for r in rows.itertuples():
+        mem = tot[tot["method"] == r.method].set_index("quantity")
+        kept = mem.loc["autograd keeps"] if "autograd keeps" in mem.index else None
+        peak = mem.loc["step peak"] if "step peak" in mem.index else None
+        out.append({
+            "method": r.method, "network": f"{network(r._asdict())}, {r.dataset}",
+            "test error %": _pm(r.test_err_mean, r.test_err_std),
+            "bits / weight": _num(kept["weight_bits"], "{:.0f}") if kept is not None else "",
+            "bits kept / activation": _num(kept["activation_bits"], "{:.0f}") if kept is not None else "",
+            f"kept x less ({measurement})": _num(kept["ratio_vs_fp32"], "{:.1f}") if kept is not None else "",
+            "step peak x less": _num(peak["ratio_vs_fp32"], "{:.1f}") if peak is not None else "",
+            "step time x fp32": _num(kept["step_ratio_vs_fp32"], "{:.2f}") if kept is not None else "",
+            "description": kept["description"] if kept is not None else "",
+        })
+    return pd.DataFrame(out)
+
+
+def fidelity_summary(fidelity: pd.DataFrame) -> pd.DataFrame:
+    """Per method: median over layers of the weight-gradient bias, spread and error
+    (relative to the exact gradient's norm), and whether the bias stands above the
+    noise floor of the finite number of draws."""
+    if fidelity.empty:
+        return pd.DataFrame()
+    df = fidelity[fidelity["exact_norm"] > 0]
+    g = df.groupby("method", sort=False)
+    out = pd.DataFrame({
+        "bias (median over layers)": g["bias"].median(), "spread of one draw": g["std"].median(),
+        "error of one draw": g["rmse"].median(), "noise floor": g["noise_floor"].median(),
+    })
+    out["bias beyond noise"] = (g.apply(lambda d: (d["bias"] > 3 * d["noise_floor"] + 1e-12).mean(),
+                                        include_groups=False) * 100).map("{:.0f}% of layers".format)
+    out = out.sort_values("error of one draw")
+    for c in out.columns[:4]:
+        out[c] = out[c].map("{:.3f}".format)
+    return out.reset_index()

@@ -44,9 +44,14 @@ def make_optimizer(model: nn.Module) -> torch.optim.Optimizer:
 
 
 def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor) -> None:
+    from .methods import get_method
+
     loss = F.cross_entropy(model(x), y)
     loss.backward()
     opt.step()
+    after = get_method(getattr(model, "onebit_config", {}).get("method", "fp32")).after_step
+    if after is not None:
+        after(model)
 
 
 def state_bytes(model: nn.Module, opt: torch.optim.Optimizer) -> int:

@@ -163,6 +163,7 @@ class Trainer:
             torch.cuda.set_device(self.device)
         self.main = self.rank == 0
         self.ds = get_dataset(cfg.dataset)
+        self.method = get_method(cfg.method)
 
     # ------------------------------------------------------------ set-up
     def model_kwargs(self) -> dict:
@@ -178,13 +179,20 @@ class Trainer:
         construction (on the meta device: no memory, no data). Returns the
         parameter count."""
         with torch.device("meta"):
-            model = create_model(self.cfg.arch, self.cfg.method, **self.model_kwargs())
+            model = self._create_model()
         return sum(p.numel() for p in model.parameters())
+
+    def _create_model(self):
+        try:
+            return create_model(self.cfg.arch, self.cfg.method, **self.model_kwargs())
+        except (RuntimeError, OverflowError, MemoryError) as e:  # sizes beyond any memory
+            raise ValueError(f"cannot build {self.cfg.arch} with {self.model_kwargs()}: "
+                             f"{type(e).__name__}: {e}; choose a smaller width or depth") from None
 
     def _build(self):
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
-        model = create_model(cfg.arch, cfg.method, **self.model_kwargs()).to(self.device)
+        model = self._create_model().to(self.device)
         if self.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True
@@ -294,6 +302,8 @@ class Trainer:
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
+            if self.method.after_step is not None:
+                self.method.after_step(self.model)
             step += 1
             fault_point("step")
             loss_sum += loss.item() * len(yb)

@@ -30,7 +30,42 @@ ONEBIT = (
 RUN_DIR = "results/runs/{row}/seed{seed}"
 RUNS = [f"results/runs/{r}/seed{s}/final.json" for r, s in jobs(GRID)]
 MEMORY = config["memory"].get(config["grid"], {})
-FIGURES = ["error_curves", "error_vs_paper", "gap_vs_baseline", "memory_per_method"]
+FIGURES = [
+    "error_curves",
+    "error_vs_paper",
+    "gap_vs_baseline",
+    "memory_per_method",
+    "gradient_fidelity",
+]
+# a grid without a fidelity entry gets an empty fidelity table
+FIDELITY = config["fidelity"].get(config["grid"])
+if FIDELITY and FIDELITY["row"] not in GRID.index:
+    raise WorkflowError(
+        f"fidelity: row {FIDELITY['row']!r} is not in grid {config['grid']!r}"
+    )
+
+
+def fidelity_inputs(wc):
+    if not FIDELITY:
+        return {}
+    row, seed = FIDELITY["row"], FIDELITY["seed"]
+    return {
+        "final": f"results/runs/{row}/seed{seed}/final.json",
+        "data": f"results/data/{GRID.loc[row, 'dataset']}.json",
+    }
+
+
+def fidelity_command():
+    if not FIDELITY:
+        return "echo '[]' > {output} 2> {log}"
+    row = FIDELITY["row"]
+    return (
+        "OMP_NUM_THREADS={threads} {params.onebit} fidelity"
+        f" --checkpoint results/runs/{row}/seed{FIDELITY['seed']}/checkpoint.pt"
+        f" --dataset {GRID.loc[row, 'dataset']} --data-root {config['data_root']}"
+        f" --batch-size {FIDELITY['batch_size']} --draws {FIDELITY['draws']}"
+        " --output {output} 2> {log}"
+    )
 
 
 def grid_value(column):

@@ -5,6 +5,7 @@ rule figures:
         gaps="results/gaps.csv",
         paper_gaps="results/paper_gaps.csv",
         memory="results/memory.parquet",
+        fidelity="results/fidelity.parquet",
     output:
         **{
             name: report(

@@ -7,6 +7,7 @@ rule report:
         gaps="results/gaps.csv",
         paper_gaps="results/paper_gaps.csv",
         memory="results/memory.parquet",
+        fidelity="results/fidelity.parquet",
         published=config["published"],
         figures=expand("results/figures/{name}.png", name=FIGURES),
     output:

@@ -1,0 +1,66 @@
+"""Peer methods of the paper's tables, on the suite's own networks ([SPEC 1]).
+
+Registered through the public "add a method" path (``register_method``), as a
+plugin would be:
+
+* ``bc``: BinaryConnect (Courbariaux et al. 2015), deterministic: ``sign(W)``;
+  straight-through gradient gated by ``|W| <= 1``; W clipped to [-1, 1] after each step.
+* ``bwn``: Binary-Weight-Networks (Rastegari et al. 2016): ``alpha * sign(W)``,
+  ``alpha`` the mean ``|W|`` per output channel, recomputed every step; the
+  gradient is autograd's through ``alpha`` and the gated straight-through sign.
+* ``xnor``: XNOR-Net (same paper): BWN weights and ``sign`` activations of the
+  batch-normalised input (hard-tanh straight-through), each conv output scaled by
+  ``K``: the channel mean of ``|input|`` averaged over the conv's window.
+* ``bnn``: Binarized Neural Networks (Hubara, Courbariaux et al. 2016): ``sign``
+  weights (clipped like BinaryConnect) and ``sign`` activations, hard-tanh
+  straight-through.
+
+All keep first and last layers binary unless ``fp32_first_last`` is set, like
+the suite's ``w1``. Activations replace the ReLU of each BN-ReLU unit by ``sign``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .functional import SignHardTanh
+from .methods import Method, register_method
+
+
+def binary_connect(w: Tensor) -> Tensor:
+    """``sign(W)``, gradient ``grad * 1[|W| <= 1]``."""
+    return SignHardTanh.apply(w)
+
+
+def binary_weight_network(w: Tensor) -> Tensor:
+    """``alpha * sign(W)``, ``alpha = mean |W|`` over each output channel's weights."""
+    alpha = w.abs().mean(dim=tuple(range(1, w.dim())), keepdim=True)
+    return alpha * SignHardTanh.apply(w)
+
+
+@torch.no_grad()
+def clip_binary_weights(model: nn.Module) -> None:
+    """BinaryConnect's clipping of the real-valued weights to [-1, 1] after a step."""
+    from .layers import QConv2d, QLinear
+
+    for m in model.modules():
+        if isinstance(m, (QConv2d, QLinear)) and m.weight_quantizer is not None:
+            m.weight.clamp_(-1, 1)
+
+
+register_method(Method(
+    "bc", "BinaryConnect: sign(W), straight-through gradient gated by |W| <= 1, W clipped to "
+    "[-1, 1] after each step", weight_quantizer=binary_connect, weight_bits=1,
+    after_step=clip_binary_weights))
+register_method(Method(
+    "bwn", "Binary-Weight-Network: alpha * sign(W), alpha = mean |W| per output channel",
+    weight_quantizer=binary_weight_network, weight_bits=1))
+register_method(Method(
+    "xnor", "XNOR-Net: BWN weights, sign activations (hard-tanh straight-through), conv outputs "
+    "scaled by the window mean of |input|", weight_quantizer=binary_weight_network, weight_bits=1,
+    binary_act=True, input_scaling=True))
+register_method(Method(
+    "bnn", "Binarized Neural Network: sign weights (clipped to [-1, 1]) and sign activations, "
+    "hard-tanh straight-through", weight_quantizer=binary_connect, weight_bits=1, binary_act=True,
+    after_step=clip_binary_weights))
