@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from onebit import create_model, export_packed, load_packed
+from onebit import create_model, export_packed, get_method, list_methods, load_packed
 from onebit.cli import main
 from onebit.runio import save_checkpoint
 
@@ -67,3 +67,13 @@ def test_export_command_explains_bad_input(tmp_path, capsys):
     assert "truncated or not a onebit checkpoint" in err and "does not exist" in err
     with pytest.raises(ValueError, match="not a onebit packed model"):
         load_packed(tmp_path / "broken.pt")
+
+
+@pytest.mark.parametrize("method", [m for m in list_methods() if get_method(m).weight_bits == 1])
+def test_every_one_bit_method_exports(tmp_path, method):
+    torch.manual_seed(0)
+    model = create_model("wrn", method, depth=8, width=1).eval()
+    export_packed(model, tmp_path / "m.onebit")
+    x = torch.randn(2, 3, 16, 16)
+    out, ref = load_packed(tmp_path / "m.onebit")(x), model(x)
+    assert torch.equal(out, ref)

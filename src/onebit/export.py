@@ -42,10 +42,8 @@ def export_packed(model: nn.Module, path: "str | os.PathLike") -> int:
             w_hat = mod.weight_quantizer(mod.weight).float()
             scale = w_hat.abs().flatten(1).amax(1)
             rebuilt = torch.where(w_hat >= 0, 1.0, -1.0) * scale.view(-1, *[1] * (w_hat.dim() - 1))
-            # the rebuilt weight must give the same forward weight: w_hat is +-scale per
-            # channel and the quantizer maps it to itself
-            if not (torch.equal(rebuilt, w_hat)
-                    and torch.equal(mod.weight_quantizer(rebuilt), w_hat)):
+            # the forward weight must be +-scale per output channel to be packed
+            if not torch.equal(rebuilt, w_hat):
                 raise ValueError(f"layer {name!r}: the weight quantizer of "
                                  f"{config['method']!r} is not a per-channel sign; cannot pack")
             binary[name + ".weight"] = {"bits": pack_bits(w_hat >= 0), "shape": list(w_hat.shape),
@@ -79,4 +77,6 @@ def load_packed(path: "str | os.PathLike", map_location="cpu") -> nn.Module:
         signs = unpack_bits(b["bits"], b["shape"]) * 2 - 1
         state[name] = signs * b["scale"].view(-1, *[1] * (len(b["shape"]) - 1))
     model.load_state_dict(state)
+    for name, mod in _binary_layers(model):  # the stored +-scale weights are the forward weights:
+        mod.quantize_weight = False           # no quantizer re-applied (exact for every method)
     return model.eval()
