@@ -113,3 +113,24 @@ def test_tensor_batches_cover_the_data_once_and_shard():
                                                    gen=torch.Generator().manual_seed(0), pad=0,
                                                    flip=False, rank=r, world_size=2)]) for r in range(2)]
     assert len(tr[0]) == len(tr[1]) == 5 and not set(tr[0].tolist()) & set(tr[1].tolist())
+
+
+def test_cli_data_writes_its_json_atomically_and_nothing_on_a_bad_file(tiny_fashion, tmp_path, capsys):
+    import json
+
+    from onebit.cli import main
+
+    out = tmp_path / "out" / "tiny_fashion.json"
+    assert main(["data", "--dataset", "tiny_fashion", "--data-root", str(tiny_fashion),
+                 "--output", str(out)]) == 0
+    info = json.loads(out.read_text())
+    assert info["verified"] and info["num_classes"] == 10 and info["in_channels"] == 1
+    assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temporary left behind
+    out.unlink()
+    path = tiny_fashion / "tiny-fashion" / "train-labels-idx1-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:-3])
+    assert main(["data", "--dataset", "tiny_fashion", "--data-root", str(tiny_fashion),
+                 "--output", str(out)]) != 0
+    err = capsys.readouterr().err
+    assert str(path) in err and "checksum" in err
+    assert not out.exists()

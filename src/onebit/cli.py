@@ -282,7 +282,13 @@ def cmd_data(args) -> int:
         raise UserError(str(e))
     info = {"dataset": ds.name, "data_root": str(Path(args.data_root).resolve()), "verified": True,
             "num_classes": ds.num_classes, "in_channels": ds.in_channels, "image_size": ds.image_size}
-    print(json.dumps(info))
+    text = json.dumps(info) + "\n"
+    if args.output:
+        from .runio import atomic_write_text
+
+        atomic_write_text(args.output, text)
+    else:
+        sys.stdout.write(text)
     return 0
 
 
@@ -356,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "prints a JSON line describing it.")
     d.add_argument("--dataset", required=True)
     d.add_argument("--data-root", default="data")
+    d.add_argument("--output", default=None, help="write the JSON line to this file (atomically)")
     d.set_defaults(func=cmd_data)
 
     e = sub.add_parser("export", help="pack a trained 1-bit-weight model, one bit per weight")

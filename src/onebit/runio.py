@@ -41,6 +41,7 @@ def atomic_write_bytes(path: Path, data: bytes, fault: str | None = None) -> Non
     """Write to a temporary file in the same folder, fsync, then rename: a reader
     (or a killed writer) never sees a truncated file under ``path``."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

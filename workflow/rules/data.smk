@@ -10,4 +10,4 @@ rule data:
         root=config["data_root"],
     shell:
         "{params.onebit} data --dataset {wildcards.dataset} --data-root {params.root}"
-        " > {output} 2> {log}"
+        " --output {output} 2> {log}"

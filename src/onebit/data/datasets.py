@@ -34,8 +34,10 @@ class Dataset:
         raise NotImplementedError
 
     def prepare(self, root: Path) -> None:
-        """Make the data present and verified under ``root`` (download if allowed)."""
+        """Make the data present and verified under ``root`` (download if allowed):
+        both splits, so a damaged training file is caught here, before any job."""
         self.load(root, train=False)
+        self.load(root, train=True)
 
 
 def get_dataset(name: str) -> Dataset:
