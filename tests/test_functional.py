@@ -255,3 +255,57 @@ def test_channels_last_gives_the_same_step(method, monkeypatch):
         grads.append([p.grad for p in net.parameters()])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_unpack_batch_slice_is_the_slice_of_the_whole(fmt):
+    from onebit.bits import is_channels_last, unpack_batch_slice
+
+    mask = (torch.rand(7, 8, 5, 3) > 0.5).contiguous(memory_format=fmt)
+    nhwc = is_channels_last(mask)
+    packed = pack_bits(mask)
+    for start, stop in [(0, 7), (2, 5), (6, 7)]:
+        got = unpack_batch_slice(packed, mask.shape, start, stop, torch.float32, nhwc)
+        assert torch.equal(got, mask[start:stop].float()) and is_channels_last(got) == nhwc
+    with pytest.raises(ValueError, match="whole bytes"):
+        unpack_batch_slice(pack_bits(torch.ones(4, 3, 1, 1)), (4, 3, 1, 1), 0, 2)
+
+
+@pytest.mark.parametrize("method", ["cl", "cl-strict", "w1+cl", "cl-gauss"])
+def test_conv_backward_in_batch_slices_gives_the_whole_batch_gradients(method, monkeypatch):
+    """Compressed learning runs the convolution backward a batch slice at a time (a
+    lower peak): the same gradients as in one piece, for even and uneven slices."""
+    import onebit.functional as fn
+    from onebit import create_model
+
+    grads = {}
+    for slices in (1, 4, 3):
+        monkeypatch.setattr(fn, "CONV_BACKWARD_SLICES", slices)
+        torch.manual_seed(0)
+        net = create_model("wrn", method, depth=8, width=1)
+        x = torch.randn(10, 3, 16, 16)
+        torch.manual_seed(1)
+        F.cross_entropy(net(x), torch.arange(10)).backward()
+        grads[slices] = [p.grad for p in net.parameters()]
+    assert fn._batch_slices((10, 16, 8, 8)) == [(0, 4), (4, 8), (8, 10)]  # 3 slices of ceil(10/3)
+    for s in (4, 3):
+        for a, b in zip(grads[1], grads[s]):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_binarize_in_slices_draws_the_same_bits_and_counts_agree(fmt):
+    from onebit.ablations import deterministic_binary
+    from onebit.functional import _channel_count, binarize_in_slices
+
+    a = (torch.rand(12, 5, 6, 6) * 1.5).contiguous(memory_format=fmt)
+    for f in (stochastic_binary, deterministic_binary):
+        torch.manual_seed(3)
+        whole = f(a)
+        torch.manual_seed(3)
+        sliced = binarize_in_slices(f, a)
+        assert sliced.dtype == torch.bool and torch.equal(sliced, whole)
+    bit = stochastic_binary(a)
+    relu = torch.relu(a - 0.5)
+    assert torch.equal(_channel_count(bit), bit.sum((0, 2, 3)).float())
+    assert torch.equal(_channel_count(relu, where_not=bit), ((relu > 0) & ~bit).sum((0, 2, 3)).float())

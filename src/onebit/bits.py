@@ -44,3 +44,18 @@ def unpack_bits(packed: torch.Tensor, shape: torch.Size | tuple[int, ...],
         n, c, h, w = shape
         return bits.reshape(n, h, w, c).to(dtype).permute(0, 3, 1, 2)
     return bits.reshape(shape).to(dtype)
+
+
+def unpack_batch_slice(packed: torch.Tensor, shape: torch.Size | tuple[int, ...], start: int, stop: int,
+                       dtype: torch.dtype = torch.float32, channels_last: bool = False) -> torch.Tensor:
+    """Images ``start:stop`` of the tensor of ``shape`` packed by :func:`pack_bits`,
+    unpacking only their bytes (each image's bits are contiguous in either layout;
+    its bit count must be a multiple of 8)."""
+    per_image = 1
+    for s in shape[1:]:
+        per_image *= s
+    if per_image % 8:
+        raise ValueError(f"an image of shape {tuple(shape[1:])} does not fill whole bytes")
+    nbytes = per_image // 8
+    return unpack_bits(packed[start * nbytes:stop * nbytes], (stop - start, *shape[1:]), dtype,
+                       channels_last)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .bits import pack_bits
-from .functional import CompactMaxPool, MaskReLU, QConvFn, SignHardTanh, StrictBNReLU, tag
+from .functional import CompactMaxPool, MaskReLU, QConvFn, SignHardTanh, StrictBNReLU, binarize_in_slices, tag
 from .methods import Method, get_method
 
 
@@ -40,7 +40,7 @@ def compress(a: Tensor, method: Method) -> Act:
     """Attach the packed 1-bit copy of ``a`` when the method keeps one."""
     if method.compressed and torch.is_grad_enabled() and a.requires_grad:
         with torch.no_grad():
-            return Act(a, tag(pack_bits(method.act_quantizer(a)), "packed activation"))
+            return Act(a, tag(pack_bits(binarize_in_slices(method.act_quantizer, a)), "packed activation"))
     return Act(a)
 
 
