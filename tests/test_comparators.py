@@ -71,3 +71,10 @@ def test_saved_bytes_of_the_comparators():
     print({m: f"{kept['fp32'] / b:.1f}x" for m, b in kept.items()})
     assert kept["fp32"] / kept["act2"] > 8  # ActNN reports 12x at 2 bits
     assert kept["fp32"] / kept["ckpt"] > 2  # only block inputs kept
+
+
+def test_paper_accounting_counts_act2_at_two_bits_and_ckpt_at_thirty_two():
+    x = torch.randn(2, 3, 32, 32)
+    paper = {m: measure(create_model("wrn", m, depth=8, width=1), x).paper_bytes
+             for m in ("fp32", "ckpt", "act2", "cl")}
+    assert paper["fp32"] == paper["ckpt"] == 16 * paper["act2"] == 32 * paper["cl"]

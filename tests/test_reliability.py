@@ -99,6 +99,12 @@ def test_sigkill_at_random_points_then_rerun_equals_an_uninterrupted_run(tmp_pat
     proc = run_cli(tmp_path, run)
     assert proc.returncode == 0, proc.stderr
     assert_same_run(comparable(run), comparable(tmp_path / "ref"))
+    # a job that finished just as Snakemake was killed is run again, its output deleted
+    # first: the trainer resumes after the last epoch and trains nothing
+    (run / "final.json").unlink()
+    proc = run_cli(tmp_path, run)
+    assert proc.returncode == 0 and "after epoch 3" in proc.stdout and " lr " not in proc.stdout
+    assert_same_run(comparable(run), comparable(tmp_path / "ref"))
 
 
 def tiny_cfg(root, **kw):
@@ -244,7 +250,8 @@ def test_killed_and_concurrent_pipeline(tmp_path):
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
-    done = {p: p.stat().st_mtime_ns for p in tmp_path.glob("results/runs/*/*/final.json")}
+    done = {p: (p.stat().st_mtime_ns, json.loads(p.read_text()))
+            for p in tmp_path.glob("results/runs/*/*/final.json")}
     n_rows = len(list(tmp_path.glob("results/logs/train/*/*.log")))
     # the lock of a killed Snakemake stays: the message says how to remove it
     stale = snakemake(tmp_path, "--cores", "2", "--config", "grid=smoke")
@@ -253,8 +260,19 @@ def test_killed_and_concurrent_pipeline(tmp_path):
     rerun = snakemake(tmp_path, "--cores", "2", "--config", "grid=smoke")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert (tmp_path / "reports/report.html").exists()
-    for p, mtime in done.items():  # finished runs are not retrained
-        assert p.stat().st_mtime_ns == mtime
+    rerun_done = 0
+    for p, (mtime, before) in done.items():  # finished runs are not retrained
+        if p.stat().st_mtime_ns == mtime:
+            continue
+        # a job that finished as Snakemake was killed is unconfirmed: Snakemake runs it
+        # again, and the trainer resumes from its last checkpoint without training an epoch
+        rerun_done += 1
+        run, seed = p.parent.parent.name, p.parent.name
+        log = (tmp_path / "results/logs/train" / run / f"{seed}.log").read_text()
+        assert f"after epoch {before['epochs']}" in log and " lr " not in log, log
+        after = json.loads(p.read_text())
+        assert {k: v for k, v in after.items() if k != "wall_seconds"} == \
+            {k: v for k, v in before.items() if k != "wall_seconds"}
     retrained = rerun.stderr.count("rule train:") + rerun.stdout.count("rule train:")
     total = len(list(tmp_path.glob("results/runs/*/*/final.json")))
-    assert retrained == total - len(done) and len(done) >= 1 and n_rows >= 1
+    assert retrained == total - len(done) + rerun_done and len(done) >= 1 and n_rows >= 1

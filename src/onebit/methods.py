@@ -44,11 +44,15 @@ class Method:
     input_scaling: bool = False
     #: called with the model after every optimizer step (e.g. BinaryConnect's weight clipping)
     after_step: Optional[Callable] = None
+    #: bits per element at which ``saved_hooks`` keep the weight layers' inputs (act2: 2)
+    saved_bits: Optional[int] = None
 
     @property
     def activation_bits(self) -> int:
         """Bits per element of the weight layers' inputs kept for backward."""
-        return 1 if self.act_quantizer is not None else 32
+        if self.act_quantizer is not None:
+            return 1
+        return self.saved_bits if self.saved_bits is not None else 32
 
     @property
     def compressed(self) -> bool:
@@ -116,4 +120,4 @@ def _act2_hooks(params):
 
 register_method(Method(
     "act2", "ActNN-style 2-bit per-group stochastic compression of every saved activation, "
-    "1-bit ReLU masks", saved_hooks=_act2_hooks, mask_relu=True))
+    "1-bit ReLU masks", saved_hooks=_act2_hooks, mask_relu=True, saved_bits=2))
