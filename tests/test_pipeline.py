@@ -70,10 +70,12 @@ def test_smoke_grid_tidy_tables(smoke):
 def test_smoke_grid_report_has_every_table(smoke):
     html = (smoke / "reports/report.html").read_text()
     for title in ("Model compression", "Compressed learning", "ImageNet, ResNet-18",
-                  "Memory kept for backward", "Gaps against the 32-bit network", "Fashion-MNIST"):
+                  "Memory kept for backward", "Gaps against the 32-bit network", "Fashion-MNIST",
+                  "Same network, same budget", "Gradient fidelity"):
         assert title in html, title
     assert html.count("data:image/png") >= 4 or html.count("image/png") >= 4
     assert "Traceback" not in html
+    assert "<td>None</td>" not in html and "<td>nan</td>" not in html  # empty cells are empty
 
 
 @needs_fashion
