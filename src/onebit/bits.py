@@ -50,7 +50,9 @@ def unpack_batch_slice(packed: torch.Tensor, shape: torch.Size | tuple[int, ...]
                        dtype: torch.dtype = torch.float32, channels_last: bool = False) -> torch.Tensor:
     """Images ``start:stop`` of the tensor of ``shape`` packed by :func:`pack_bits`,
     unpacking only their bytes (each image's bits are contiguous in either layout;
-    its bit count must be a multiple of 8)."""
+    for a part of the batch, its bit count must be a multiple of 8)."""
+    if (start, stop) == (0, shape[0]):
+        return unpack_bits(packed, shape, dtype, channels_last)
     per_image = 1
     for s in shape[1:]:
         per_image *= s

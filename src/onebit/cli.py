@@ -51,6 +51,17 @@ def _byte_size(text):
         raise argparse.ArgumentTypeError(str(e))
 
 
+def _emit(text: str, output: "str | None") -> None:
+    """Write ``text`` to ``output`` atomically (a killed run leaves no partial file
+    for the next step to read), or to stdout."""
+    if output:
+        from .runio import atomic_write_text
+
+        atomic_write_text(output, text)
+    else:
+        sys.stdout.write(text)
+
+
 def cmd_memory(args) -> int:
     import torch
 
@@ -88,13 +99,7 @@ def cmd_memory(args) -> int:
         if "step_seconds" in r:
             r["step_ratio_vs_fp32"] = r["step_seconds"] / base["step_seconds"] if base else None
     if args.json or args.output:
-        text = json.dumps(rows, indent=2) + "\n"
-        if args.output:
-            from .runio import atomic_write_text
-
-            atomic_write_text(args.output, text)  # a killed run leaves no partial file
-        else:
-            sys.stdout.write(text)
+        _emit(json.dumps(rows, indent=2) + "\n", args.output)
         return 0
     print(f"{args.arch} {kwargs}  input {in_ch}x{args.image_size}x{args.image_size}"
           f"  batch {args.batch_size}  device {args.device}")
@@ -130,7 +135,7 @@ def cmd_fidelity(args) -> int:
     from . import create_model
     from .data import DatasetError, get_dataset
     from .fidelity import gradient_fidelity, same_forward_methods
-    from .runio import CorruptCheckpoint, atomic_write_text, load_checkpoint
+    from .runio import CorruptCheckpoint, load_checkpoint
 
     methods = same_forward_methods() if args.method == "all" else args.method.split(",")
     kwargs, state = _arch_kwargs(args), None
@@ -160,7 +165,7 @@ def cmd_fidelity(args) -> int:
     for r in rows:
         r.update(network=str(source), batch=args.dataset or "uniform noise", batch_size=len(x))
     if args.output:
-        atomic_write_text(args.output, json.dumps(rows, indent=2) + "\n")
+        _emit(json.dumps(rows, indent=2) + "\n", args.output)
         return 0
     print(f"weight-gradient error relative to exact backprop, {args.draws} draws; network: {source}")
     print(f"{'method':<10} {'layer':<16} {'bias':>7} {'std':>7} {'rmse':>7} {'noise floor':>11}")
@@ -282,13 +287,7 @@ def cmd_data(args) -> int:
         raise UserError(str(e))
     info = {"dataset": ds.name, "data_root": str(Path(args.data_root).resolve()), "verified": True,
             "num_classes": ds.num_classes, "in_channels": ds.in_channels, "image_size": ds.image_size}
-    text = json.dumps(info) + "\n"
-    if args.output:
-        from .runio import atomic_write_text
-
-        atomic_write_text(args.output, text)
-    else:
-        sys.stdout.write(text)
+    _emit(json.dumps(info) + "\n", args.output)
     return 0
 
 

@@ -116,12 +116,8 @@ class QConvFn(torch.autograd.Function):
         if need_w:
             gw_hat = None
             for start, stop in slices:  # the float copy of A_q exists a batch slice at a time
-                if not ctx.packed:
-                    a = saved.to(grad.dtype)
-                elif len(slices) == 1:
-                    a = unpack_bits(saved, ctx.a_shape, grad.dtype, ctx.nhwc)
-                else:
-                    a = unpack_batch_slice(saved, ctx.a_shape, start, stop, grad.dtype, ctx.nhwc)
+                a = (unpack_batch_slice(saved, ctx.a_shape, start, stop, grad.dtype, ctx.nhwc)
+                     if ctx.packed else saved.to(grad.dtype))
                 part = torch.ops.aten.convolution_backward(
                     grad[start:stop], a, w_cast, None, *conv_args, (False, True, False))[1]
                 gw_hat = part if gw_hat is None else gw_hat.add_(part)
@@ -129,24 +125,26 @@ class QConvFn(torch.autograd.Function):
             gw_hat = gw_hat.to(w_hat.dtype)
             gw = torch.autograd.grad(w_hat, w_leaf, gw_hat)[0] if q is not None else gw_hat
         if need_a:
-            if len(slices) > 1:
-                ga = torch.empty(ctx.a_shape, dtype=grad.dtype, device=grad.device, memory_format=(
-                    torch.channels_last if ctx.nhwc else torch.contiguous_format))
-            for start, stop in slices:
+            def input_grad(start, stop):
                 # sizes only, as torch.nn.grad does: allocates nothing
                 shape_only = grad.new_empty(1).expand((stop - start, *ctx.a_shape[1:]))
-                part = torch.ops.aten.convolution_backward(
+                return torch.ops.aten.convolution_backward(
                     grad[start:stop], shape_only, w_cast, None, *conv_args, (True, False, False))[0]
-                if len(slices) > 1:
-                    ga[start:stop] = part
-                else:
-                    ga = part
-                del part
+
+            if len(slices) == 1:
+                ga = input_grad(*slices[0])
+            else:
+                ga = torch.empty(ctx.a_shape, dtype=grad.dtype, device=grad.device, memory_format=(
+                    torch.channels_last if ctx.nhwc else torch.contiguous_format))
+                for start, stop in slices:
+                    ga[start:stop] = input_grad(start, stop)
             ga = ga.to(ctx.a_dtype)
         return ga, None, gw, None, None, None
 
 
 CONV_BACKWARD_SLICES = 4
+#: batch slices of the element-wise passes over a whole activation (bits, counts, sums)
+SLICES = 8
 
 
 def _batch_slices(shape) -> list:
@@ -291,13 +289,13 @@ class StrictBNReLU(torch.autograd.Function):
             gx = gz.mul_(_channel(k)) if reuse else gz * _channel(k)
             gx.sub_(_channel(k * (s + m0 * t) / count))
             coef = _channel(-k * (m1 - m0) * t / count)
-            for gxc, bc in zip(gx.chunk(8), bit.chunk(8)):  # bool -> float a slice at a time
+            for gxc, bc in zip(gx.chunk(SLICES), bit.chunk(SLICES)):  # bool -> float a slice at a time
                 gxc.addcmul_(bc, coef)
             grads += [None, gx.to(dtype), gw, gb]
         return tuple(grads)
 
 
-def binarize_in_slices(fn: Callable[[Tensor], Tensor], a: Tensor, chunks: int = 8) -> Tensor:
+def binarize_in_slices(fn: Callable[[Tensor], Tensor], a: Tensor) -> Tensor:
     """``fn(a)`` (a stochastic binarizer ``A -> bool``) applied a batch slice at a time,
     so its float temporaries (the noise) are an eighth of ``A`` instead of all of it.
     The bits have the same distribution as ``fn(a)``'s; with uniform noise from the
@@ -305,28 +303,28 @@ def binarize_in_slices(fn: Callable[[Tensor], Tensor], a: Tensor, chunks: int = 
     if a.shape[0] < 2:
         return fn(a)
     out = torch.empty_like(a, dtype=torch.bool)
-    for ac, oc in zip(a.chunk(chunks), out.chunk(chunks)):
+    for ac, oc in zip(a.chunk(SLICES), out.chunk(SLICES)):
         oc.copy_(fn(ac))
     return out
 
 
-def _channel_count(x: Tensor, where_not: Optional[Tensor] = None, chunks: int = 8) -> Tensor:
+def _channel_count(x: Tensor, where_not: Optional[Tensor] = None) -> Tensor:
     """Per channel, how many elements of ``x`` are nonzero (and ``where_not`` is False),
     as float32, counted a batch slice at a time: a sum over a whole bool tensor would
     first make an int64 copy of it (twice the size of a float activation)."""
-    total = None
-    for i, xc in enumerate(x.chunk(chunks)):
+    excluded = where_not.chunk(SLICES) if where_not is not None else [None] * SLICES
+    total = torch.zeros(x.shape[1], dtype=torch.int64, device=x.device)
+    for xc, ec in zip(x.chunk(SLICES), excluded):
         m = xc != 0
-        if where_not is not None:
-            m &= ~where_not.chunk(chunks)[i]
-        c = m.sum((0, 2, 3))
-        total = c if total is None else total + c
+        if ec is not None:
+            m &= ~ec
+        total = total + m.sum((0, 2, 3))
     return total.float()
 
 
-def _masked_channel_sum(x: Tensor, mask: Tensor, chunks: int = 8) -> Tensor:
+def _masked_channel_sum(x: Tensor, mask: Tensor) -> Tensor:
     """``(x * mask).sum((0, 2, 3))`` with the product made a batch slice at a time."""
-    return sum((xc * mc).sum((0, 2, 3)) for xc, mc in zip(x.chunk(chunks), mask.chunk(chunks)))
+    return sum((xc * mc).sum((0, 2, 3)) for xc, mc in zip(x.chunk(SLICES), mask.chunk(SLICES)))
 
 
 class AvgPoolPad(torch.autograd.Function):

@@ -175,17 +175,18 @@ def same_budget(summary: pd.DataFrame, memory: pd.DataFrame, measurement: "str |
     out = []
     for r in rows.itertuples():
         mem = tot[tot["method"] == r.method].set_index("quantity")
-        kept = mem.loc["autograd keeps"] if "autograd keeps" in mem.index else None
-        peak = mem.loc["step peak"] if "step peak" in mem.index else None
+        none = pd.Series(dtype=object)  # a method without a measurement: empty cells
+        kept = mem.loc["autograd keeps"] if "autograd keeps" in mem.index else none
+        peak = mem.loc["step peak"] if "step peak" in mem.index else none
         out.append({
             "method": r.method, "network": f"{network(r._asdict())}, {r.dataset}",
             "test error %": _pm(r.test_err_mean, r.test_err_std),
-            "bits / weight": _num(kept["weight_bits"], "{:.0f}") if kept is not None else "",
-            "bits kept / activation": _num(kept["activation_bits"], "{:.0f}") if kept is not None else "",
-            f"kept x less ({measurement})": _num(kept["ratio_vs_fp32"], "{:.1f}") if kept is not None else "",
-            "step peak x less": _num(peak["ratio_vs_fp32"], "{:.1f}") if peak is not None else "",
-            "step time x fp32": _num(kept["step_ratio_vs_fp32"], "{:.2f}") if kept is not None else "",
-            "description": kept["description"] if kept is not None else "",
+            "bits / weight": _num(kept.get("weight_bits"), "{:.0f}"),
+            "bits kept / activation": _num(kept.get("activation_bits"), "{:.0f}"),
+            f"kept x less ({measurement})": _num(kept.get("ratio_vs_fp32"), "{:.1f}"),
+            "step peak x less": _num(peak.get("ratio_vs_fp32"), "{:.1f}"),
+            "step time x fp32": _num(kept.get("step_ratio_vs_fp32"), "{:.2f}"),
+            "description": kept.get("description", ""),
         })
     return pd.DataFrame(out)
 
