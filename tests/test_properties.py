@@ -10,13 +10,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from onebit.cli import main
-from onebit.grid import COLUMNS, GridError, jobs, load_grid, train_args
+from onebit.grid import GridError, columns, jobs, load_grid, train_args
+
+COLUMNS = columns()
 
 VALID = {"row": "r1", "table": "t", "dataset": "fashion_mnist", "arch": "wrn", "depth": "8",
          "width": "1", "method": "fp32", "epochs": "1", "seeds": "0", "t0": "1", "tmult": "2",
          "batch_size": "16", "lr_max": "0.1", "weight_decay": "0.0005", "cutout": "0",
          "crop_pad": "0", "flip": "1", "train_subset": "", "test_subset": "", "paper_source": "",
-         "paper_table": "", "paper_row": "", "gpu": "0", "mem_mb": "1000", "runtime": "10"}
+         "paper_table": "", "paper_row": "", "gpus": "0", "mem_mb": "1000", "runtime": "10"}
 
 numbers = st.one_of(st.integers(-3, 40).map(str), st.floats(allow_nan=True, allow_infinity=True).map(str),
                     st.sampled_from(["", "1e9", "0", "-0", "2.5", "20", "26", "1,2", "0x10", " 3", "inf", "-inf",
@@ -38,7 +40,7 @@ def grids(draw):
         rows.append(row)
     df = pd.DataFrame(rows, dtype=str)
     if draw(st.booleans()) and draw(st.booleans()):
-        df = df.drop(columns=[draw(st.sampled_from(sorted(COLUMNS)))])
+        df = df.drop(columns=[draw(st.sampled_from(sorted(df.columns)))])
     if draw(st.booleans()) and draw(st.booleans()):
         df["extra"] = "x"
     return df

@@ -206,72 +206,39 @@ def cmd_export(args) -> int:
     return 0
 
 
-TRAIN_HELP = {
-    "dataset": "registered dataset: cifar10, cifar100, fashion_mnist, imagenet",
-    "arch": "registered model: wrn, resnet18",
-    "method": "registered method (onebit.list_methods())",
-    "depth": "WRN depth, 6n+2", "width": "WRN width k (16k/32k/64k channels)",
-    "epochs": "epochs; 63 / 127 end a cycle with t0=1, tmult=2 (126 / 254 with t0=2)",
-    "lr_max": "learning rate at the start of each cosine cycle", "lr_min": "learning-rate floor",
-    "t0": "epochs of the first warm-restart cycle", "tmult": "growth of each next cycle",
-    "momentum_reset": "zero the momentum at each warm restart",
-    "crop_pad": "pixels of random-valued padding before the random crop (0: no crop)",
-    "cutout": "side of the cutout square (0: none; [P] uses 18)",
-    "train_subset": "train on the first N images only", "test_subset": "test on the first N only",
-    "fp32_first_last": "keep the first and last layer's weights at 32 bits",
-    "bn_affine": "learn BN scale and offset (ImageNet)",
-    "data_root": "folder of datasets (downloads go here; ImageNet is read from here)",
-    "device": "auto, cpu, cuda, cuda:1, ...", "workers": "data-loading processes (ImageNet)",
-    "amp": "bf16 autocast", "compile": "torch.compile the model (memory measurements stay eager)",
-}
-
-
-def _add_train_args(t: argparse.ArgumentParser) -> None:
-    import dataclasses
-    import typing
-
-    from .train import TrainConfig
-
-    hints = typing.get_type_hints(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        kind = hints[f.name]
-        help_ = TRAIN_HELP.get(f.name, "") + (" (default: %(default)s)")
-        if kind is bool:
-            t.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_)
-            continue
-        if typing.get_origin(kind) is typing.Union:  # Optional[int]
-            kind = typing.get_args(kind)[0]
-        parse = kind
-        if f.name in ("epochs", "batch_size", "t0", "tmult", "width", "train_subset", "test_subset",
-                      "lr_max", "eval_batch_size"):
-            parse = _positive(kind)
-        flags = [flag, "--lr"] if f.name == "lr_max" else [flag]
-        t.add_argument(*flags, type=parse, default=f.default, help=help_)
-    t.add_argument("--out", required=True, help="run directory (created; resumed if it holds a checkpoint)")
-    t.add_argument("--check", action="store_true",
-                   help="validate the configuration and build the model (on the meta device), then exit")
-
-
 def cmd_train(args) -> int:
-    import dataclasses
-
+    from .config import from_namespace
     from .data import DatasetError
+    from .rundir import StateVersionError
     from .runio import RunLocked
-    from .train import NonFiniteLoss, TrainConfig, Trainer, train
+    from .train import NonFiniteLoss, Trainer
 
-    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    trainer = Trainer(from_namespace(args), args.out, log=print)  # validates, as --check does
     if args.check:
-        n = Trainer(cfg, args.out, log=lambda *_: None).check()
-        print(f"onebit train: configuration valid ({cfg.arch}, {cfg.method}, {n:,} parameters)")
+        cfg = trainer.cfg
+        print(f"onebit train: configuration valid ({cfg.arch}, {cfg.method}, {trainer.check():,} parameters)")
         return 0
     try:
-        train(cfg, args.out)
-    except (DatasetError, RunLocked) as e:
+        trainer.run()
+    except (DatasetError, RunLocked, StateVersionError) as e:
         raise UserError(str(e))
     except NonFiniteLoss as e:
         print(f"onebit train: error: {e}", file=sys.stderr)
         return 3
+    return 0
+
+
+def cmd_methods(args) -> int:
+    from .methods import METHODS
+
+    rows = [{"method": m.name, "weight_bits": m.weight_bits, "activation_bits": m.activation_bits,
+             "description": m.description} for m in map(METHODS.get, METHODS.names())]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'method':<12} {'bits/weight':>11} {'bits kept/activation':>20}  description")
+    for r in rows:
+        print(f"{r['method']:<12} {r['weight_bits']:>11} {r['activation_bits']:>20}  {r['description']}")
     return 0
 
 
@@ -292,23 +259,38 @@ def cmd_data(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="onebit", description=__doc__.split("\n")[0])
+    from . import __version__
+    from .config import add_arguments
+
+    p = argparse.ArgumentParser(prog="onebit", description=__doc__.split("\n")[0], allow_abbrev=False)
+    p.add_argument("--version", action="version", version=f"onebit {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("--plugins", default=None,
                    help="comma-separated modules or .py files registering methods/models "
-                   "(default: $ONEBIT_PLUGINS)")
+                   "(default: $ONEBIT_PLUGINS; installed packages register through the entry-point "
+                   "group onebit.methods)")
+    # --debug is also accepted after the subcommand; SUPPRESS keeps the global value otherwise
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train one row of the paper's tables",
+    def add(name, **kw):
+        return sub.add_parser(name, parents=[common], allow_abbrev=False, **kw)
+
+    t = add("train", help="train one row of the paper's tables",
                        description="Train one model with one method; writes config.json, env.json, "
                        "metrics.jsonl, checkpoint.pt and final.json to --out. Re-running the same "
                        "command resumes; a completed run is not retrained. Defaults: the workshop "
                        "recipe (SGD momentum 0.9, batch 125, cosine 0.1 -> 1e-5 per iteration with "
                        "warm restarts, weight decay 5e-4, flip + random-fill pad-4 crop).")
-    _add_train_args(t)
+    add_arguments(t)
+    t.add_argument("--out", required=True, help="run directory (created; resumed if it holds a checkpoint)")
+    t.add_argument("--check", action="store_true",
+                   help="validate the configuration exactly as training does (fields, device, the model "
+                   "built on the meta device), then exit; the data is checked when training starts")
     t.set_defaults(func=cmd_train)
 
-    m = sub.add_parser("memory", help="bytes kept for backward, measured and per the paper's accounting",
+    m = add("memory", help="bytes kept for backward, measured and per the paper's accounting",
                        description="Measure, for each method, the bytes autograd keeps for backward "
                        "(saved tensors, each storage once; parameters and input excluded) and the "
                        "paper's accounting (inputs of every weight layer at the method's precision).")
@@ -334,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--output", default=None, help="write the JSON to this file (atomically)")
     m.set_defaults(func=cmd_memory)
 
-    f = sub.add_parser("fidelity", help="bias and variance of approximate weight gradients vs exact",
+    f = add("fidelity", help="bias and variance of approximate weight gradients vs exact",
                        description="For one fixed network and batch, draw each approximate-gradient "
                        "method's weight gradients many times and report per layer their bias, spread "
                        "and error against exact backprop, relative to the exact gradient's norm.")
@@ -356,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--output", default=None, help="write JSON rows to this file (atomically)")
     f.set_defaults(func=cmd_fidelity)
 
-    d = sub.add_parser("data", help="download (if needed) and verify a dataset",
+    d = add("data", help="download (if needed) and verify a dataset",
                        description="Make a dataset present under --data-root and check its checksums; "
                        "prints a JSON line describing it.")
     d.add_argument("--dataset", required=True)
@@ -364,10 +346,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--output", default=None, help="write the JSON line to this file (atomically)")
     d.set_defaults(func=cmd_data)
 
-    e = sub.add_parser("export", help="pack a trained 1-bit-weight model, one bit per weight")
+    e = add("export", help="pack a trained 1-bit-weight model, one bit per weight")
     e.add_argument("checkpoint", help="a checkpoint with 'config' and 'model' (onebit train's checkpoint.pt)")
     e.add_argument("-o", "--output", help="output path (default: CHECKPOINT with suffix .onebit)")
     e.set_defaults(func=cmd_export)
+
+    ms = add("methods", help="registered methods with their bits per weight and per kept activation",
+             description="List the registered methods (plugins included): bits per weight at deployment, "
+             "bits per element of the weight layers' inputs kept for backward, and a description.")
+    ms.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ms.set_defaults(func=cmd_methods)
     return p
 
 

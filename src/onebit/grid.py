@@ -1,85 +1,75 @@
 """Experiment grids: one validated table row per paper-table row.
 
-A grid is a TSV under ``config/grids/`` with exactly :data:`COLUMNS`. Every
-problem is reported before any job starts, naming the file, the row and the
-field: unknown method / model / dataset (with the known ones), a depth the
-architecture does not allow, non-positive sizes, missing or extra columns,
-duplicate row ids, seeds that are not integers.
+A grid is a TSV under ``config/grids/``. Its columns are the fields of
+:class:`Job` (what the pipeline needs to schedule a row and to place its results
+in the report) and the fields of :class:`onebit.config.TrainConfig` (what the run
+computes; ``seeds`` replaces ``seed``); ``config/README.md`` lists them all. An
+empty cell, or a column left out, takes the field's default. Every problem is
+reported before any job starts, naming the file, the row and the field.
 """
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import pandas as pd
 
-#: column -> (kind, required). kind: str, int, float, seeds; required=False allows an empty cell
-COLUMNS = {
-    "row": ("str", True),           # unique id, also the run directory name
-    "table": ("str", True),         # the paper table the row belongs to (slide16, slide18, ...)
-    "dataset": ("str", True),
-    "arch": ("str", True),
-    "depth": ("int", False),        # WRN only
-    "width": ("float", False),      # WRN only
-    "method": ("str", True),
-    "epochs": ("int", True),
-    "seeds": ("seeds", True),       # comma-separated integers
-    "t0": ("int", True),
-    "tmult": ("int", True),
-    "batch_size": ("int", True),
-    "lr_max": ("float", True),
-    "weight_decay": ("float", True),
-    "cutout": ("int", True),
-    "crop_pad": ("int", True),      # random-fill padding before the random crop (0: no crop)
-    "flip": ("int", True),          # 1: random horizontal flips
-    "train_subset": ("int", False),
-    "test_subset": ("int", False),
-    "paper_source": ("str", False),  # key into the published numbers: source, table, row
-    "paper_table": ("str", False),
-    "paper_row": ("str", False),
-    "gpu": ("int", True),           # GPUs the job needs (0 or 1)
-    "mem_mb": ("int", True),
-    "runtime": ("int", True),       # minutes
-}
-POSITIVE = {"depth", "width", "epochs", "t0", "tmult", "batch_size", "lr_max", "train_subset",
-            "test_subset", "mem_mb", "runtime"}
-NON_NEGATIVE = {"weight_decay", "cutout", "crop_pad", "gpu"}
+from .config import ConfigError, TrainConfig, check_value, describe, kind_of, option, parse_text, to_argv
+from .config import fields as run_fields
+
+#: row ids name directories and reach shell lines: a safe alphabet and length
+ROW_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._+-]{0,79}"
+
+
+@dataclass
+class Job:
+    """The columns of a grid row beyond the run's own fields."""
+
+    row: str = option("", "unique id of the row, also its run directory's name: letters, digits and "
+                      ". _ + - (at most 80, starting with a letter or digit)", required=True,
+                      pattern=ROW_PATTERN)
+    table: str = option("", "the table the row belongs to: a paper table (slide16, slide17, slide18, "
+                        "table1, table2) or baseline, peers, ablation, memory", required=True)
+    seeds: list = option(None, "seeds, one run each (comma-separated)", required=True)
+    paper_source: Optional[str] = option(None, "published number of this row in config/published.tsv: "
+                                         "its source (W2017, P2018)")
+    paper_table: Optional[str] = option(None, "... its table")
+    paper_row: Optional[str] = option(None, "... its row")
+    memory: Optional[str] = option(None, "the memory measurement of this row's network (a key of the "
+                                   "grid's memory: entry in config/config.yaml)")
+    gpus: int = option(0, "GPUs of one job; more than 1 runs torchrun with one process per GPU "
+                       "(with device: cpu, that many CPU processes)", minimum=0)
+    mem_mb: int = option(4000, "memory of one job, MB (SLURM --mem)", minimum=1)
+    runtime: int = option(60, "wall time of one job, minutes (SLURM --time)", minimum=1)
+
+
+def job_fields() -> tuple:
+    import dataclasses
+
+    return dataclasses.fields(Job)
+
+
+def columns() -> dict:
+    """Every grid column -> (field, owner class), job columns first."""
+    out = {f.name: (f, Job) for f in job_fields()}
+    out.update({f.name: (f, TrainConfig) for f in run_fields() if f.metadata["grid"]})
+    return out
+
+
+RUN_COLUMNS = [f.name for f in run_fields() if f.metadata["grid"]]
 
 
 class GridError(ValueError):
     """A grid that cannot run; the message names file, row and field."""
 
 
-def _parse(kind: str, text: str):
-    if kind == "int":
-        f = float(text)
-        if not f.is_integer():
-            raise ValueError(f"expected an integer, got {text!r}")
-        return int(f)
-    if kind == "float":
-        v = float(text)
-        if not math.isfinite(v):
-            raise ValueError(f"expected a finite number, got {text!r}")
-        return v
-    if kind == "seeds":
-        seeds = [s.strip() for s in text.split(",")]
-        out = []
-        for s in seeds:
-            if not s.lstrip("-").isdigit():
-                raise ValueError(f"seeds must be comma-separated integers, got {text!r}")
-            out.append(int(s))
-        if len(set(out)) != len(out):
-            raise ValueError(f"repeated seed in {text!r}")
-        return out
-    return text
-
-
-def load_grid(path: "str | Path") -> pd.DataFrame:
-    """Read and validate a grid; returns one row per grid row (``seeds`` as lists)."""
-    from . import MODELS, get_method
-    from .data import DATASETS
-
+def load_grid(path: "str | Path", check: bool = True) -> pd.DataFrame:
+    """Read a grid; returns one row per grid row (``seeds`` as lists), every column
+    filled. With ``check`` (before any job), each row's names are looked up in the
+    registries and its model is built on the meta device; without it (reading the
+    grid to join results), only types and bounds are checked, and no plugin is needed."""
     path = Path(path)
     where = f"grid {path}"
     try:
@@ -88,56 +78,46 @@ def load_grid(path: "str | Path") -> pd.DataFrame:
         raise GridError(f"{where} does not exist") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise GridError(f"{where} is not a readable tab-separated table: {e}") from None
-    cols = list(raw.columns)
-    missing = [c for c in COLUMNS if c not in cols]
-    extra = [c for c in cols if c not in COLUMNS]
+    cols = columns()
+    missing = [c for c, (f, _) in cols.items() if f.metadata["required"] and c not in raw.columns]
+    extra = [c for c in raw.columns if c not in cols]
     if missing or extra:
         raise GridError(f"{where}: " + "; ".join(
             ([f"missing columns {missing}"] if missing else []) + ([f"unknown columns {extra}"] if extra else []))
-            + f". The columns are: {', '.join(COLUMNS)}")
+            + f". The columns are: {', '.join(cols)} (config/README.md)")
     if raw.empty:
         raise GridError(f"{where} has no rows")
     records = []
     for i, rec in raw.iterrows():
-        rid = rec["row"].strip() or f"(line {i + 2})"
+        rid = str(rec["row"]).strip() or f"(line {i + 2})"
         out = {}
-        for col, (kind, required) in COLUMNS.items():
-            text = rec[col].strip()
+        for col, (f, owner) in cols.items():
             here = f"{where}, row {rid!r}, field {col!r}"
+            text = str(rec[col]).strip() if col in raw.columns else ""
+            kind, optional = kind_of(f, owner)
             if not text:
-                if required:
+                if f.metadata["required"]:
                     raise GridError(f"{here}: empty")
-                out[col] = None
+                out[col] = f.default
                 continue
             try:
-                val = _parse(kind, text)
-            except ValueError as e:
+                value = parse_text(text, kind, optional)
+                if check or not f.metadata["registry"]:
+                    check_value(col, value, owner)
+            except ConfigError as e:  # "width must be ...": the field is named once, in `here`
+                raise GridError(f"{here}: {str(e).removeprefix(col + ' ')}") from None
+            except ValueError:
+                raise GridError(f"{here}: must be {describe(f, owner)}, got {text!r}") from None
+            except KeyError as e:  # an unknown registry name: the message lists the known ones
                 raise GridError(f"{here}: {e}") from None
-            if col in POSITIVE and val <= 0:
-                raise GridError(f"{here}: must be positive, got {text!r}")
-            if col in NON_NEGATIVE and val < 0:
-                raise GridError(f"{here}: must not be negative, got {text!r}")
-            if col == "flip" and val not in (0, 1):
-                raise GridError(f"{here}: must be 0 or 1, got {text!r}")
-            out[col] = val
-        for col, reg in (("method", None), ("arch", MODELS), ("dataset", DATASETS)):
-            try:
-                get_method(out[col]) if reg is None else reg.get(out[col])
-            except KeyError as e:
-                raise GridError(f"{where}, row {rid!r}, field {col!r}: {e}") from None
-        if out["arch"] == "wrn":
-            for col in ("depth", "width"):
-                if out[col] is None:
-                    raise GridError(f"{where}, row {rid!r}, field {col!r}: required for arch wrn")
-            if out["depth"] < 8 or (out["depth"] - 2) % 6:
-                raise GridError(f"{where}, row {rid!r}, field 'depth': WRN depth must be 6n + 2 "
-                                f"(8, 14, 20, 26, ...), got {out['depth']}")
-        if "/" in out["row"] or out["row"].startswith("."):
-            raise GridError(f"{where}, row {rid!r}, field 'row': must be a plain name (no '/')")
-        try:  # what the job itself will check first: the config, and the model (on meta)
-            _check_job(out)
-        except ValueError as e:
-            raise GridError(f"{where}, row {rid!r}: {e}") from None
+            out[col] = value
+        if check:
+            try:  # what the job itself will check first: the config, and the model (on meta)
+                run_config(out, out["seeds"][0]).validate()
+            except (ValueError, KeyError) as e:
+                field = getattr(e, "field", None)
+                raise GridError(f"{where}, row {rid!r}" + (f", field {field!r}" if field else "")
+                                + f": {e}") from None
         records.append(out)
     grid = pd.DataFrame(records, dtype=object)  # keeps ints as ints next to empty cells
     dup = grid["row"][grid["row"].duplicated()].tolist()
@@ -146,29 +126,14 @@ def load_grid(path: "str | Path") -> pd.DataFrame:
     return grid.set_index("row", drop=False)
 
 
-def _check_job(row: dict) -> None:
-    from .train import TrainConfig, Trainer
-
-    fields = ("dataset", "arch", "method", "epochs", "t0", "tmult", "batch_size", "lr_max",
-              "weight_decay", "cutout", "crop_pad", "train_subset", "test_subset")
-    kw = {f: row[f] for f in fields}
-    kw.update(seed=row["seeds"][0], flip=bool(row["flip"]))
-    if row["arch"] == "wrn":
-        kw.update(depth=row["depth"], width=row["width"])
-    Trainer(TrainConfig(**kw), Path("."), log=lambda *_: None).check()
+def run_config(row: "pd.Series | dict", seed: int) -> TrainConfig:
+    """The :class:`TrainConfig` of one grid row and seed."""
+    return TrainConfig(seed=seed, **{c: row[c] for c in RUN_COLUMNS})
 
 
 def train_args(row: "pd.Series | dict", seed: int) -> list[str]:
     """The ``onebit train`` arguments of one grid row and seed."""
-    args = ["--dataset", row["dataset"], "--arch", row["arch"], "--method", row["method"],
-            "--epochs", row["epochs"], "--seed", seed, "--t0", row["t0"], "--tmult", row["tmult"],
-            "--batch-size", row["batch_size"], "--lr-max", row["lr_max"],
-            "--weight-decay", row["weight_decay"], "--cutout", row["cutout"],
-            "--crop-pad", row["crop_pad"], "--flip" if row["flip"] else "--no-flip"]
-    for col in ("depth", "width", "train_subset", "test_subset"):
-        if row[col] is not None and not pd.isna(row[col]):
-            args += ["--" + col.replace("_", "-"), row[col]]
-    return [str(a) for a in args]
+    return to_argv({"seed": seed, **{c: row[c] for c in RUN_COLUMNS}})
 
 
 def jobs(grid: pd.DataFrame) -> list[tuple[str, int]]:

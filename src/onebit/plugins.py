@@ -4,6 +4,11 @@
 names or ``.py`` files; each is imported once, so its ``register_method`` /
 ``register_model`` calls run before any name is looked up. The pipeline passes
 its ``plugins`` setting this way to every ``onebit`` command it runs.
+
+Installed packages register without being named: every entry point of the group
+``onebit.methods`` (in a package's ``pyproject.toml``:
+``[project.entry-points."onebit.methods"] my_method = "my_package.methods"``) is
+imported first.
 """
 
 from __future__ import annotations
@@ -17,7 +22,29 @@ from pathlib import Path
 _loaded: set[str] = set()
 
 
+ENTRY_POINT_GROUP = "onebit.methods"
+
+
+def load_entry_points() -> list[str]:
+    """Import the modules of the installed packages' ``onebit.methods`` entry points."""
+    from importlib.metadata import entry_points
+
+    names = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        key = f"entry point {ep.name} = {ep.value}"
+        if key not in _loaded:
+            try:
+                ep.load()
+            except Exception as e:  # a broken third-party package: say which
+                raise ValueError(f"plugin {key} (group {ENTRY_POINT_GROUP}) failed to load: "
+                                 f"{type(e).__name__}: {e}") from None
+            _loaded.add(key)
+        names.append(key)
+    return names
+
+
 def load_plugins(spec: "str | list[str] | None" = None) -> list[str]:
+    load_entry_points()
     if spec is None:
         spec = os.environ.get("ONEBIT_PLUGINS", "")
     items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]

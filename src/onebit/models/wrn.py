@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ..config import ConfigError
 from ..functional import AvgPoolPad
 from ..layers import BNReLU, QConv2d, method_scope, run_block
 from ..methods import get_method
@@ -42,9 +43,10 @@ class WRN(nn.Module):
                  fp32_first_last: bool = False):
         super().__init__()
         if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
-            raise ValueError(f"WRN depth must be 6n + 2 with n >= 1 (8, 14, 20, 26, ...), got {depth!r}")
+            raise ConfigError(f"WRN depth must be 6n + 2 with n >= 1 (8, 14, 20, 26, ...), got {depth!r}",
+                              "depth")
         if not width > 0:
-            raise ValueError(f"WRN width must be positive, got {width!r}")
+            raise ConfigError(f"WRN width must be positive, got {width!r}", "width")
         self.method = method = get_method(method)
         n = (depth - 2) // 6
         widths = [int(round(c * width)) for c in (16, 32, 64)]
