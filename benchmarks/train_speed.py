@@ -18,10 +18,10 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
-from onebit import create_model, list_methods
+from onebit import create_model, get_method, list_methods
 from onebit.data.loaders import augment
+from onebit.step import train_step
 
 
 def sync(device):
@@ -76,11 +76,7 @@ def main(argv=None):
                 xb = batch()
                 sync(device)
                 t1 = time.perf_counter()
-                with torch.autocast(device.type, torch.bfloat16, enabled=args.amp):
-                    loss = F.cross_entropy(nets[m](xb).float(), y)
-                opts[m].zero_grad(set_to_none=True)
-                loss.backward()
-                opts[m].step()
+                train_step(nets[m], opts[m], xb, y, get_method(m), amp=args.amp)
                 sync(device)
                 t2 = time.perf_counter()
                 if it:

@@ -85,7 +85,7 @@ def test_other_config_in_same_directory_is_refused(tiny_fashion, tmp_path):
 
 
 def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tiny_fashion, tmp_path, monkeypatch, capsys):
-    import onebit.train as T
+    import onebit.step as T  # the one training step computes the loss
 
     calls = {"n": 0}
     real = T.F.cross_entropy
@@ -181,3 +181,48 @@ def test_momentum_reset_at_warm_restarts(tiny_fashion, tmp_path, reset):
     for epoch in range(4):
         step, _ = tr.train_epoch(epoch, step)
     assert [i for i, z in enumerate(zero_at) if z] == ([3, 9] if reset else [])
+
+
+def test_finished_run_rerun_with_other_arguments_is_refused(tiny_fashion, tmp_path, capsys):
+    train(cfg(tiny_fashion, epochs=1), tmp_path / "r", log=lambda *_: None)
+    with pytest.raises(ConfigMismatch, match="finished run of another configuration.*epochs"):
+        train(cfg(tiny_fashion, epochs=2), tmp_path / "r", log=lambda *_: None)
+    args = ["train", "--dataset", "tiny_fashion", "--depth", "8", "--width", "0.25", "--batch-size", "32",
+            "--epochs", "2", "--lr-max", "0.05", "--data-root", str(tiny_fashion), "--out", str(tmp_path / "r")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "another configuration" in err and "another --out" in err and "Traceback" not in err
+
+
+def test_foreign_checkpoint_is_refused_and_left_alone(tiny_fashion, tmp_path):
+    import shutil
+
+    train(cfg(tiny_fashion, epochs=2, method="w1"), tmp_path / "w1", stop_after=1, log=lambda *_: None)
+    run = tmp_path / "cl"
+    run.mkdir()
+    shutil.copy(tmp_path / "w1" / "checkpoint.pt", run / "checkpoint.pt")
+    before = (run / "checkpoint.pt").read_bytes()
+    with pytest.raises(ConfigMismatch, match="another configuration.*method.*'w1', 'cl'"):
+        train(cfg(tiny_fashion, epochs=2, method="cl"), run, log=lambda *_: None)
+    assert (run / "checkpoint.pt").read_bytes() == before and not list(run.glob("*.corrupt-*"))
+
+
+def test_checkpoint_format_versions(tiny_fashion, tmp_path):
+    """A state of a newer format is refused with a message, never set aside as corrupt;
+    one of format 1 (before the format key) resumes."""
+    from onebit.rundir import StateVersionError
+    from onebit.runio import save_checkpoint
+
+    c = cfg(tiny_fashion, epochs=2)
+    ref = train(c, tmp_path / "ref", log=lambda *_: None)
+    run = tmp_path / "r"
+    train(c, run, stop_after=1, log=lambda *_: None)
+    state = load_checkpoint(run / "checkpoint.pt")
+    save_checkpoint({**state, "format": 99}, run / "checkpoint.pt", keep_previous=False)
+    with pytest.raises(StateVersionError, match="newer onebit"):
+        train(c, run, log=lambda *_: None)
+    assert not list(run.glob("*.corrupt-*"))
+    del state["format"]
+    save_checkpoint(state, run / "checkpoint.pt", keep_previous=False)
+    final = train(c, run, log=lambda *_: None)
+    assert final["test_top1_err"] == ref["test_top1_err"]

@@ -29,8 +29,9 @@ import time
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .step import train_step
 
 
 def _sync(device: torch.device) -> None:
@@ -41,17 +42,6 @@ def _sync(device: torch.device) -> None:
 def make_optimizer(model: nn.Module) -> torch.optim.Optimizer:
     """The recipe's optimizer (SGD, momentum 0.9, weight decay 5e-4)."""
     return torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
-
-
-def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor) -> None:
-    from .methods import get_method
-
-    loss = F.cross_entropy(model(x), y)
-    loss.backward()
-    opt.step()
-    after = get_method(getattr(model, "onebit_config", {}).get("method", "fp32")).after_step
-    if after is not None:
-        after(model)
 
 
 def state_bytes(model: nn.Module, opt: torch.optim.Optimizer) -> int:

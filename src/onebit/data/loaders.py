@@ -76,6 +76,9 @@ class TensorBatches:
     def __len__(self) -> int:
         return math.ceil(self._n_local() / self.batch_size)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Order and augmentation follow ``gen``, whose state the checkpoint keeps."""
+
     def _n_local(self) -> int:
         n = len(self.y)
         if self.world_size == 1:
@@ -110,14 +113,19 @@ IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".webp")
 
 
 class ImageFolder(torch.utils.data.Dataset):
-    """``root/<class>/<image>``: classes sorted by name, as torchvision's ImageFolder."""
+    """``root/<class>/<image>``: classes sorted by name, as torchvision's ImageFolder.
 
-    def __init__(self, root: Path, train: bool, size: int = 224):
-        self.root, self.train, self.size = Path(root), train, size
+    Indexed by ``(epoch, i)`` (see :class:`EpochSampler`): the augmentation of image
+    ``i`` in ``epoch`` draws from a generator seeded with ``(seed, epoch, i)``, so an
+    epoch is the same whichever worker loads it and whether or not the run was
+    resumed."""
+
+    def __init__(self, root: Path, train: bool, size: int = 224, seed: int = 0, limit: int | None = None):
+        self.root, self.train, self.size, self.seed = Path(root), train, size, seed
         self.classes = sorted(d.name for d in self.root.iterdir() if d.is_dir())
         self.samples = [(p, i) for i, c in enumerate(self.classes)
                         for p in sorted((self.root / c).iterdir())
-                        if p.suffix.lower() in IMG_EXTENSIONS]
+                        if p.suffix.lower() in IMG_EXTENSIONS][:limit]
         if not self.samples:
             from .formats import DatasetError
             raise DatasetError(f"no images found under {self.root}/<class>/")
@@ -125,29 +133,31 @@ class ImageFolder(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, key):
         from PIL import Image
 
+        epoch, i = key if isinstance(key, tuple) else (0, key)
+        rng = random.Random(f"{self.seed}:{epoch}:{i}")
         path, label = self.samples[i]
         with Image.open(path) as im:
             im = im.convert("RGB")
-            im = self._random_resized_crop(im) if self.train else self._center_crop(im)
+            im = self._random_resized_crop(im, rng) if self.train else self._center_crop(im)
         x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
-        if self.train and random.random() < 0.5:
+        if self.train and rng.random() < 0.5:
             x = x.flip(2)
         return x, label
 
-    def _random_resized_crop(self, im, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+    def _random_resized_crop(self, im, rng: random.Random, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
         """Inception-style scale and aspect-ratio augmentation (He et al. 2016)."""
         from PIL import Image
 
         w, h = im.size
         for _ in range(10):
-            area = w * h * random.uniform(*scale)
-            r = math.exp(random.uniform(math.log(ratio[0]), math.log(ratio[1])))
+            area = w * h * rng.uniform(*scale)
+            r = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
             cw, ch = round(math.sqrt(area * r)), round(math.sqrt(area / r))
             if 0 < cw <= w and 0 < ch <= h:
-                x0, y0 = random.randint(0, w - cw), random.randint(0, h - ch)
+                x0, y0 = rng.randint(0, w - cw), rng.randint(0, h - ch)
                 return im.resize((self.size, self.size), Image.BILINEAR, box=(x0, y0, x0 + cw, y0 + ch))
         return self._center_crop(im)
 
@@ -160,6 +170,78 @@ class ImageFolder(torch.utils.data.Dataset):
         im = im.resize((nw, nh), Image.BILINEAR)
         x0, y0 = (nw - self.size) // 2, (nh - self.size) // 2
         return im.crop((x0, y0, x0 + self.size, y0 + self.size))
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Yields ``(epoch, index)``: a permutation of the dataset that depends only on
+    ``(seed, epoch)`` (nothing to checkpoint), this rank's share of it under data
+    parallelism (equal shards in training: ranks take the same number of steps)."""
+
+    def __init__(self, n: int, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1):
+        self.n, self.seed, self.shuffle, self.rank, self.world = n, seed, shuffle, rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _order(self) -> list:
+        if not self.shuffle:
+            return list(range(self.rank, self.n, self.world))
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.n, generator=g).tolist()
+        return order[: self.n // self.world * self.world][self.rank::self.world]
+
+    def __len__(self) -> int:
+        return len(self._order())
+
+    def __iter__(self):
+        return iter([(self.epoch, i) for i in self._order()])
+
+
+class DeviceBatches:
+    """Batches of a DataLoader moved to ``device`` and normalised (ImageNet)."""
+
+    def __init__(self, loader, sampler: EpochSampler, device):
+        self.loader, self.sampler, self.device = loader, sampler, device
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        for x, y in self.loader:
+            yield normalize_imagenet(x.to(self.device, non_blocking=True)), y.to(self.device, non_blocking=True)
+
+
+def make_batches(cfg, ds, device, gen: torch.Generator, rank: int = 0, world_size: int = 1):
+    """(train, test) batches of a run: the whole dataset on ``device``, augmented per
+    batch from ``gen`` (CIFAR, Fashion-MNIST), or an image-folder tree read by
+    ``cfg.workers`` processes (ImageNet). Both yield float images and labels on ``device``."""
+    root = Path(cfg.data_root)
+    common = dict(rank=rank, world_size=world_size)
+    if ds.in_memory:
+        x, y = ds.load(root, train=True)
+        xt, yt = ds.load(root, train=False)
+        if cfg.train_subset:
+            x, y = x[:cfg.train_subset], y[:cfg.train_subset]
+        if cfg.test_subset:
+            xt, yt = xt[:cfg.test_subset], yt[:cfg.test_subset]
+        return (TensorBatches(x, y, cfg.batch_size, device, train=True, gen=gen, pad=cfg.crop_pad,
+                              flip=cfg.flip, cutout=cfg.cutout, **common),
+                TensorBatches(xt, yt, cfg.eval_batch_size, device, train=False, **common))
+    out = []
+    for train in (True, False):
+        d = ImageFolder(ds.folder(root, train), train, ds.image_size, seed=cfg.seed,
+                        limit=cfg.train_subset if train else cfg.test_subset)
+        sampler = EpochSampler(len(d), cfg.seed, shuffle=train, **common)
+        loader = torch.utils.data.DataLoader(
+            d, batch_size=cfg.batch_size if train else cfg.eval_batch_size, sampler=sampler,
+            num_workers=cfg.workers, pin_memory=torch.device(device).type == "cuda",
+            persistent_workers=cfg.workers > 0)
+        out.append(DeviceBatches(loader, sampler, device))
+    return tuple(out)
 
 
 def normalize_imagenet(x: Tensor) -> Tensor:

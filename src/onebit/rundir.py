@@ -1,0 +1,145 @@
+"""The life cycle of a run directory: what it holds, and whether a request may
+write into it.
+
+``config.json`` (resolved configuration and the run's *identity*: the fields that
+define its result), ``env.json`` (where and with what it ran), ``metrics.jsonl``
+(one line per epoch and split), ``checkpoint.pt`` (state after the last complete
+epoch; the one before is ``checkpoint.pt.prev``), ``final.json`` (written last:
+the run is complete). Every file is written atomically (:mod:`onebit.runio`).
+
+A directory serves one identity only: a request with another configuration is
+refused, whether the run there is finished, unfinished or only a checkpoint
+copied in, and a checkpoint of another format version is refused with a
+message, never set aside as corrupt.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Optional
+
+from .runio import (CorruptCheckpoint, RunLock, atomic_write_json, atomic_write_text, load_checkpoint,
+                    previous_checkpoint, save_checkpoint, set_aside)
+
+#: version of the training state in checkpoint.pt; 1 had no "format" key
+STATE_FORMAT = 2
+STATE_KEYS = ("model", "optimizer", "epoch", "step", "metrics", "run_config", "rng")
+
+
+class ConfigMismatch(ValueError):
+    """The run directory holds a run of another configuration."""
+
+
+class StateVersionError(ValueError):
+    """A checkpoint written by another version of onebit's training state."""
+
+
+def _diff(existing: dict, requested: dict) -> dict:
+    keys = sorted(set(existing) | set(requested))
+    return {k: (existing.get(k, "(absent)"), requested.get(k, "(absent)")) for k in keys
+            if existing.get(k, "(absent)") != requested.get(k, "(absent)")}
+
+
+class RunDir:
+    def __init__(self, path: "str | Path", main: bool = True, log: Callable = print):
+        self.path, self.main, self.log = Path(path), main, log
+        self.config = self.path / "config.json"
+        self.env = self.path / "env.json"
+        self.metrics = self.path / "metrics.jsonl"
+        self.final = self.path / "final.json"
+        self.checkpoint = self.path / "checkpoint.pt"
+
+    @contextmanager
+    def open(self, identity: dict):
+        """Create the directory, take its lock (main process) and check that it holds
+        nothing of another configuration."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(self.path) if self.main else None
+        if lock is not None:
+            lock.__enter__()
+        try:
+            self.check_identity(identity)
+            yield self
+        finally:
+            if lock is not None:
+                lock.__exit__(None, None, None)
+
+    def check_identity(self, identity: dict) -> None:
+        for path, key in ((self.config, "identity"), (self.final, None)):
+            if not path.exists():
+                continue
+            try:
+                held = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # unreadable: judged by what else is there
+            held = held.get(key, {}) if key else {k: held.get(k, "(absent)") for k in identity}
+            if held != identity:
+                state = "finished" if self.final.exists() else "unfinished"
+                raise ConfigMismatch(
+                    f"{self.path} holds a {state} run of another configuration "
+                    f"(field: (existing, requested): {_diff(held, identity)}). Use another --out for "
+                    "the new configuration, or delete that directory to replace its run.")
+
+    def finished(self) -> Optional[dict]:
+        return json.loads(self.final.read_text()) if self.final.exists() else None
+
+    def start(self, config: dict, env: dict) -> None:
+        if self.main:
+            atomic_write_json(self.config, config)
+            atomic_write_json(self.env, env)
+
+    def resume(self, identity: dict, map_location=None) -> Optional[dict]:
+        """The newest verified checkpoint (the latest, else the previous one) of this
+        identity, or None. A damaged file is set aside (renamed, not deleted) with a
+        warning; one of another configuration or format version is refused."""
+        for path in (self.checkpoint, previous_checkpoint(self.checkpoint)):
+            if not path.exists():
+                continue
+            try:
+                state = load_checkpoint(path, map_location=map_location)
+            except CorruptCheckpoint as e:
+                moved = set_aside(path).name if self.main else path.name
+                then = ("falling back to the previous checkpoint" if path == self.checkpoint
+                        else "restarting the run from epoch 0")
+                self.log(f"WARNING: {e}. It was renamed to {moved}; {then}.")
+                continue
+            self._check_state(path, state, identity)
+            return state
+        return None
+
+    def _check_state(self, path: Path, state, identity: dict) -> None:
+        if not isinstance(state, dict):
+            raise StateVersionError(f"{path} is a verified file but not a onebit training state; "
+                                    "move it out of the run directory")
+        version = state.get("format", 1)
+        if not isinstance(version, int) or version > STATE_FORMAT:
+            raise StateVersionError(
+                f"{path} was written by a newer onebit (training-state format {version!r}; this one "
+                f"reads up to {STATE_FORMAT}). Resume it with that version, or use another --out.")
+        missing = [k for k in STATE_KEYS if k not in state]
+        if missing:
+            raise StateVersionError(
+                f"{path} (training-state format {version}) lacks {missing}: it cannot be resumed by "
+                "this version. Move it away to restart the run, or use another --out.")
+        if state["run_config"] != identity:
+            raise ConfigMismatch(
+                f"{path} holds the state of a run of another configuration (field: (checkpoint, "
+                f"requested): {_diff(state['run_config'], identity)}). It was not touched: move it "
+                "away, or use another --out.")
+        # format 1 -> 2 added only the "format" key: the state itself is the same
+
+    def save(self, state: dict) -> None:
+        if self.main:
+            save_checkpoint({**state, "format": STATE_FORMAT}, self.checkpoint)
+
+    def write_metrics(self, metrics: list) -> None:
+        if self.main:
+            atomic_write_text(self.metrics, "".join(json.dumps(m) + "\n" for m in metrics),
+                              fault="metrics")
+
+    def finish(self, metrics: list, final: dict) -> None:
+        if self.main:
+            self.write_metrics(metrics)  # complete even if a kill interrupted the last write
+            atomic_write_json(self.final, final)
