@@ -1,6 +1,8 @@
 # onebit: every row of the paper's tables -> tidy results -> figures -> report.
 #   snakemake --cores all                      # default grid "quick" (Fashion-MNIST, CPU)
-#   snakemake --cores all --config grid=paper  # CIFAR-10/100 and ImageNet, on GPUs
+#   snakemake --cores all --resources gpu=1 --config grid=paper   # CIFAR-10/100, ImageNet
+#   snakemake --profile profiles/slurm --config grid=paper         # on a SLURM cluster
+# Everything a grid produces lives under results/<grid>/ and reports/<grid>/.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -19,6 +21,26 @@ include: "workflow/rules/figures.smk"
 include: "workflow/rules/report.smk"
 
 
+# cheap steps, and the download (compute nodes of a cluster often have no network),
+# run where Snakemake runs, not as cluster jobs
+localrules:
+    all,
+    data,
+    collect,
+    collect_memory,
+    collect_fidelity,
+    figures,
+    report,
+
+
 rule all:
     input:
-        "reports/report.html",
+        REPORT,
+
+
+onstart:
+    check_gpu_limit()
+
+
+onsuccess:
+    print(f"onebit: the report of grid {GRID_NAME!r} is {REPORT}", file=sys.stderr)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv with the pinned dependencies and onebit installed in editable mode;
+# Create .venv with the pinned dependencies (envs/requirements.txt, the runtime lock, and
+# envs/requirements-dev.txt, the test tools) and onebit installed in editable mode;
 # install Debian's Fashion-MNIST package where it is missing and apt is usable.
 # Idempotent: re-running only installs what is missing.
 set -euo pipefail
@@ -8,7 +9,7 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -r envs/requirements.txt
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r envs/requirements-dev.txt
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 
 FMNIST=/usr/share/datasets/fashion-mnist

@@ -41,15 +41,15 @@ def smoke(workdir):
 
 @needs_fashion
 def test_smoke_grid_tidy_tables(smoke):
-    metrics = pd.read_parquet(smoke / "results/metrics.parquet")
+    metrics = pd.read_parquet(smoke / "results/smoke/metrics.parquet")
     assert {"row", "table", "method", "dataset", "width", "depth", "seed", "epoch", "split", "lr", "loss",
             "top1_err", "epoch_seconds", "images_per_s", "peak_mem_bytes"} <= set(metrics.columns)
     grid = load_grid(smoke / "config/grids/smoke.tsv")
     assert set(metrics["row"]) == set(grid["row"])
-    summary = pd.read_csv(smoke / "results/summary.csv")
+    summary = pd.read_csv(smoke / "results/smoke/summary.csv")
     assert {"row", "method", "test_err_mean", "test_err_std", "seeds", "paper_err", "diff_vs_paper"} <= set(summary)
     assert len(summary) == len(grid) and summary["test_err_mean"].between(0, 100).all()
-    memory = pd.read_csv(smoke / "results/memory.csv")
+    memory = pd.read_csv(smoke / "results/smoke/memory.csv")
     assert {"measurement", "method", "quantity", "kind", "bytes_per_image", "ratio_vs_fp32"} <= set(memory)
     r18 = memory[(memory["measurement"] == "resnet18-224") & (memory["quantity"] == "paper accounting")]
     assert (r18["paper_values_per_image"] == 1_831_936).all()
@@ -63,12 +63,12 @@ def test_smoke_grid_tidy_tables(smoke):
     largest = wrn.groupby("method")["largest_batch"].first()
     assert largest["fp32"] >= 1 and largest["cl-strict"] > largest["fp32"]
     for name in ("error_curves", "error_vs_paper", "gap_vs_baseline", "memory_per_method"):
-        assert (smoke / f"results/figures/{name}.png").stat().st_size > 10_000
+        assert (smoke / f"results/smoke/figures/{name}.png").stat().st_size > 10_000
 
 
 @needs_fashion
 def test_smoke_grid_report_has_every_table(smoke):
-    html = (smoke / "reports/report.html").read_text()
+    html = (smoke / "reports/smoke/report.html").read_text()
     for title in ("Model compression", "Compressed learning", "ImageNet, ResNet-18",
                   "Memory kept for backward", "Gaps against the 32-bit network", "Fashion-MNIST",
                   "Same network, same budget", "Gradient fidelity"):
@@ -97,9 +97,9 @@ def test_paper_grid_dry_run_lists_every_row(workdir):
     out = proc.stdout + proc.stderr
     grid = load_grid(workdir / "config/grids/paper.tsv")
     for row, seed in jobs(grid):
-        assert f"results/runs/{row}/seed{seed}/final.json" in out, row
+        assert f"results/paper/runs/{row}/seed{seed}/final.json" in out, row
     for dataset in ("cifar10", "cifar100", "imagenet"):
-        assert f"results/data/{dataset}.json" in out
+        assert f"results/paper/data/{dataset}.json" in out
     assert "resnet18-224" in out
 
 
@@ -111,14 +111,29 @@ def test_lint_and_format(workdir):
     assert fmt.returncode == 0, fmt.stderr
 
 
+def tree_digest(root: Path) -> dict:
+    """sha256 of every file under ``root`` (byte-identity of a grid's results)."""
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 @needs_fashion
-def test_add_a_method_as_documented(workdir):
-    proc = snakemake(workdir, "--cores", "2", "--configfile", "docs/examples/w1_cl_det.yaml")
+def test_add_a_method_as_documented_leaves_other_grids_alone(smoke):
+    """The documented example config (another grid, a plugin) runs into its own namespace:
+    the smoke grid's results and report stay byte-identical and it plans nothing."""
+    before = {d: tree_digest(smoke / d) for d in ("results/smoke", "reports/smoke")}
+    proc = snakemake(smoke, "--cores", "2", "--configfile", "docs/examples/w1_cl_det.yaml")
     assert proc.returncode == 0, proc.stderr[-4000:]
-    summary = pd.read_csv(workdir / "results/summary.csv")
+    summary = pd.read_csv(smoke / "results/w1_cl_det/summary.csv")
     assert "w1+cl-det" in set(summary["method"])
-    assert "w1+cl-det" in set(pd.read_csv(workdir / "results/memory.csv")["method"])
-    assert "w1+cl-det" in (workdir / "reports/report.html").read_text()
+    assert "w1+cl-det" in set(pd.read_csv(smoke / "results/w1_cl_det/memory.csv")["method"])
+    assert "w1+cl-det" in (smoke / "reports/w1_cl_det/report.html").read_text()
+    assert "reports/w1_cl_det/report.html" in proc.stderr  # the report's path, printed at the end
+    assert {d: tree_digest(smoke / d) for d in before} == before
+    again = snakemake(smoke, "--cores", "2", "--config", "grid=smoke", "-n")
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 
 
 def test_documented_worked_example_is_the_registered_code():
@@ -146,7 +161,7 @@ def test_bad_grid_is_refused_before_any_job(workdir, tmp_path):
     (lambda t: t.replace("smoke-w1\t", "smoke-fp32\t"), "duplicate row ids ['smoke-fp32']"),
     (lambda t: t.replace("\t8\t0.5\tw1\t", "\t9\t0.5\tw1\t"), "field 'depth': WRN depth must be 6n + 2"),
     (lambda t: t.replace("\t0.5\tcl\t1\t0\t", "\t0.5\tcl\t1\t0,x\t"), "field 'seeds'"),
-    (lambda t: t.replace("\t0.5\tcl\t1\t", "\t-1\tcl\t1\t"), "field 'width': must be positive"),
+    (lambda t: t.replace("\t0.5\tcl\t1\t", "\t-1\tcl\t1\t"), "field 'width': must be a finite positive float"),
     (lambda t: t.replace("fashion_mnist\twrn\t8\t0.5\tw1", "mnist\twrn\t8\t0.5\tw1"), "known datasets"),
 ])
 def test_grid_errors_name_row_and_field(tmp_path, edit, message):

@@ -239,7 +239,7 @@ def test_killed_and_concurrent_pipeline(tmp_path):
                              start_new_session=True)
     try:
         deadline = time.time() + 300
-        while not list(tmp_path.glob("results/runs/*/*/final.json")) and time.time() < deadline:
+        while not list(tmp_path.glob("results/smoke/runs/*/*/final.json")) and time.time() < deadline:
             time.sleep(0.5)
         assert first.poll() is None, "the pipeline finished before it could be interrupted"
         second = snakemake(tmp_path, "--cores", "1", "--config", "grid=smoke")
@@ -251,15 +251,15 @@ def test_killed_and_concurrent_pipeline(tmp_path):
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
     done = {p: (p.stat().st_mtime_ns, json.loads(p.read_text()))
-            for p in tmp_path.glob("results/runs/*/*/final.json")}
-    n_rows = len(list(tmp_path.glob("results/logs/train/*/*.log")))
+            for p in tmp_path.glob("results/smoke/runs/*/*/final.json")}
+    n_rows = len(list(tmp_path.glob("results/smoke/logs/train/*/*.log")))
     # the lock of a killed Snakemake stays: the message says how to remove it
     stale = snakemake(tmp_path, "--cores", "2", "--config", "grid=smoke")
     assert stale.returncode != 0 and "--unlock" in stale.stderr + stale.stdout
     assert snakemake(tmp_path, "--unlock", "--config", "grid=smoke").returncode == 0
     rerun = snakemake(tmp_path, "--cores", "2", "--config", "grid=smoke")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert (tmp_path / "reports/report.html").exists()
+    assert (tmp_path / "reports/smoke/report.html").exists()
     rerun_done = 0
     for p, (mtime, before) in done.items():  # finished runs are not retrained
         if p.stat().st_mtime_ns == mtime:
@@ -268,11 +268,11 @@ def test_killed_and_concurrent_pipeline(tmp_path):
         # again, and the trainer resumes from its last checkpoint without training an epoch
         rerun_done += 1
         run, seed = p.parent.parent.name, p.parent.name
-        log = (tmp_path / "results/logs/train" / run / f"{seed}.log").read_text()
+        log = (tmp_path / "results/smoke/logs/train" / run / f"{seed}.log").read_text()
         assert f"after epoch {before['epochs']}" in log and " lr " not in log, log
         after = json.loads(p.read_text())
         assert {k: v for k, v in after.items() if k != "wall_seconds"} == \
             {k: v for k, v in before.items() if k != "wall_seconds"}
     retrained = rerun.stderr.count("rule train:") + rerun.stdout.count("rule train:")
-    total = len(list(tmp_path.glob("results/runs/*/*/final.json")))
+    total = len(list(tmp_path.glob("results/smoke/runs/*/*/final.json")))
     assert retrained == total - len(done) + rerun_done and len(done) >= 1 and n_rows >= 1

@@ -11,20 +11,49 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
 
 
+class InconsistentRun(ValueError):
+    """A run whose metrics disagree with its final.json."""
+
+
 def tidy_metrics(final_paths: list, grid: pd.DataFrame) -> pd.DataFrame:
+    """Every metrics line of every run, with its grid row id and the grid's columns
+    that place it in the report (table, published row, memory measurement). Each run's
+    last test line is checked against its ``final.json`` first."""
     frames = []
     for path in final_paths:
         run = Path(path).parent
         df = pd.read_json(run / "metrics.jsonl", lines=True)
+        _check_against_final(run, df, json.loads(Path(path).read_text()))
         df.insert(0, "row", run.parent.name)
         frames.append(df)
     metrics = pd.concat(frames, ignore_index=True)
-    return metrics.merge(grid[["row", "table"]].reset_index(drop=True), on="row", how="left")
+    cols = ["row", "table", "paper_source", "paper_table", "paper_row", "memory"]
+    return metrics.merge(grid[cols].reset_index(drop=True), on="row", how="left")
+
+
+def _check_against_final(run: Path, metrics: pd.DataFrame, final: dict) -> None:
+    test = metrics[metrics["split"] == "test"] if "split" in metrics else metrics.iloc[0:0]
+    problems = []
+    if test.empty:
+        problems.append("no test line")
+    else:
+        last = test.loc[test["epoch"].idxmax()]
+        if int(last["epoch"]) != final.get("epochs_done"):
+            problems.append(f"last epoch {int(last['epoch'])}, final.json says {final.get('epochs_done')}")
+        if not math.isclose(last["top1_err"], final.get("test_top1_err", math.nan), rel_tol=1e-12):
+            problems.append(f"last test error {last['top1_err']}, final.json says {final.get('test_top1_err')}")
+        if sorted(test["epoch"]) != list(range(1, int(last["epoch"]) + 1)):
+            problems.append("missing or repeated epochs")
+    if problems:
+        raise InconsistentRun(
+            f"{run}: metrics.jsonl disagrees with final.json ({'; '.join(problems)}): the run directory "
+            "was damaged or mixed. Delete the run directory and run the pipeline again to retrain it.")
 
 
 def load_published(path) -> pd.DataFrame:
@@ -39,7 +68,7 @@ def summarize(metrics: pd.DataFrame, grid: pd.DataFrame, published: pd.DataFrame
                                   seeds=("seed", "nunique"), epochs_done=("epoch", "max"))
     agg["wall_seconds"] = metrics.groupby("row")["epoch_seconds"].sum() / agg["seeds"]
     cols = ["row", "table", "dataset", "arch", "depth", "width", "method", "epochs", "paper_source",
-            "paper_table", "paper_row"]
+            "paper_table", "paper_row", "memory"]
     out = grid[cols].reset_index(drop=True).merge(agg.reset_index(), on="row", how="left")
     top1 = published[published["metric"] == "top1_err"][
         ["paper_source", "paper_table", "paper_row", "dataset", "value"]].rename(columns={"value": "paper_err"})

@@ -142,3 +142,49 @@ def measure(model: nn.Module, x: Tensor, target: Tensor | None = None) -> Memory
         saved_bytes=sum(breakdown.values()), saved_breakdown=dict(sorted(breakdown.items())),
         paper_values_per_image=sum(inputs_count.values()), activation_bits=method.activation_bits,
         weight_bits=method.weight_bits, description=method.description)
+
+
+def activation_bytes_per_image(arch: str, image_size: int, in_channels: int = 3,
+                               **arch_kwargs) -> tuple[int, int]:
+    """(bytes of every module output of one forward pass per image at 32 bits, number
+    of parameters), counted on the meta device (no memory, no compute): a size
+    estimate of what an exact training step keeps."""
+    from .models import create_model
+
+    total = 0
+
+    def count(_mod, _inp, out):
+        nonlocal total
+        for t in (out if isinstance(out, (tuple, list)) else (out,)):
+            t = getattr(t, "a", t)  # an Act carries its float activation
+            if isinstance(t, Tensor):
+                total += t.numel() * 4
+
+    with torch.device("meta"):
+        model = create_model(arch, "fp32", in_channels=in_channels, **arch_kwargs)
+        hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
+        with torch.no_grad():
+            model(torch.empty(1, in_channels, image_size, image_size))
+        for h in hooks:
+            h.remove()
+        params = sum(p.numel() for p in model.parameters())
+    return total, params
+
+
+def job_memory_mb(spec: dict) -> int:
+    """Memory (MB) to ask a scheduler for, for one ``onebit memory`` measurement
+    (``spec``: its pipeline entry; an explicit ``mem_mb`` wins): three times the
+    exact method's activations at the measured batch (the step peak of the
+    methods, one at a time, stays below twice that) or, with a ``budget``, twice the
+    budget (a probe of the largest-batch search may overshoot it), the model's
+    weights, gradients and momentum, and 2 GB for the interpreter and libraries."""
+    if "mem_mb" in spec:
+        return int(spec["mem_mb"])
+    kw = {k: spec[k] for k in ("depth", "width") if k in spec}
+    act, params = activation_bytes_per_image(spec["arch"], spec["image_size"], spec.get("in_channels", 3), **kw)
+    from .stepbench import parse_bytes
+
+    need = 3 * act * spec["batch_size"]
+    if spec.get("budget"):
+        need = max(need, 2 * parse_bytes(spec["budget"]))
+    return int((need + 3 * 4 * params) / 1e6) + 2000

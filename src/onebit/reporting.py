@@ -15,8 +15,6 @@ TABLES = {
     "slide17": "ImageNet, ResNet-18 ([W] slide 17)",
     "slide18": "Compressed learning (CIFAR, [W] slide 18)",
 }
-# which methods of a grid belong to which table (besides the 32-bit baseline)
-TABLE_METHODS = {"slide16": {"w1"}, "slide17": {"w1"}, "slide18": {"cl", "cl-strict", "w1+cl"}}
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet",
                  "fashion_mnist": "Fashion-MNIST"}
 
@@ -34,11 +32,11 @@ def _pm(mean, std) -> str:
 
 
 def reproduced_table(summary: pd.DataFrame, table: str) -> pd.DataFrame:
-    """This grid's rows of one paper table: the table's methods and the 32-bit rows
+    """This grid's rows of one paper table (its ``table`` column) and the 32-bit rows
     of the same datasets and networks."""
     s = summary.copy()
     s["network"] = s.apply(network, axis=1)
-    mine = s[s["table"].eq(table) | s["method"].isin(TABLE_METHODS.get(table, set()))]
+    mine = s[s["table"].eq(table)]
     if mine.empty:
         return mine
     base = s[(s["method"] == "fp32") & s["dataset"].isin(mine["dataset"]) & s["network"].isin(mine["network"])]
@@ -106,11 +104,10 @@ def table_text(table: str, summary: pd.DataFrame, gaps: pd.DataFrame, paper_gaps
         text.append("These rows run on **Fashion-MNIST** (the real dataset available offline), with small "
                     "networks and few epochs: their errors are not comparable with the paper's CIFAR "
                     "numbers; what is compared is the *gap* each method opens against the 32-bit network.")
-    if table in ("slide16", "slide17"):
-        text.append(gap_text(gaps, paper_gaps, "w1", "1-bit gap"))
-    if table == "slide18":
-        for m in ("cl", "cl-strict", "w1+cl"):
-            text.append(gap_text(gaps, paper_gaps, m, "compressed-learning gap"))
+    for m in rows["method"].drop_duplicates():
+        if m != "fp32":
+            what = "compressed-learning gap" if table == "slide18" else "1-bit gap"
+            text.append(gap_text(gaps, paper_gaps, m, what))
     missing = summary[summary["test_err_mean"].isna()]
     if len(missing):
         text.append(f"Rows without a result: {', '.join(missing['row'])}.")
@@ -155,23 +152,23 @@ def _num(v, fmt: str) -> str:
     return "" if v is None or pd.isna(v) else fmt.format(v)
 
 
-def same_budget(summary: pd.DataFrame, memory: pd.DataFrame, measurement: "str | None" = None) -> pd.DataFrame:
-    """"Same network, same budget": per method, on every network the grid trains every
-    method on (same data, schedule and seeds): test error, bits per weight, bits kept
-    per activation for backward, and from the memory measurement of ``measurement``
-    (default: the first) what autograd keeps and the step peak as x less than fp32,
-    and the step time as x fp32. Method properties come from the memory table (which
-    every registered method, plugins included, is measured into)."""
-    counts = summary.groupby(["dataset", "arch", "depth", "width"], dropna=False)["method"].nunique()
+def same_budget(summary: pd.DataFrame, memory: pd.DataFrame) -> pd.DataFrame:
+    """"Same network, same budget": per method, on the network the grid trains the
+    most methods on (same data, schedule and seeds): test error, bits per weight,
+    bits kept per activation for backward, and, from the memory measurement the
+    grid names for that network (its ``memory`` column), what autograd keeps and the
+    step peak as x less than fp32, and the step time as x fp32. Method properties
+    come from the memory table (which every registered method, plugins included,
+    is measured into)."""
+    keys = ["dataset", "arch", "depth", "width"]
+    counts = summary.groupby(keys, dropna=False)["method"].nunique()
     if counts.empty:
         return pd.DataFrame()
     key = counts.idxmax()  # the network with the most methods
-    rows = summary[(summary[["dataset", "arch", "depth", "width"]].fillna(-1)
-                    == pd.Series(key, index=["dataset", "arch", "depth", "width"]).fillna(-1)).all(axis=1)]
-    tot = memory[memory["kind"] == "total"]
-    if measurement is None and len(tot):
-        measurement = tot["measurement"].iloc[0]
-    tot = tot[tot["measurement"] == measurement]
+    rows = summary[(summary[keys].fillna(-1) == pd.Series(key, index=keys).fillna(-1)).all(axis=1)]
+    names = rows["memory"].dropna().unique()
+    measurement = names[0] if len(names) else None
+    tot = memory[(memory["kind"] == "total") & (memory["measurement"] == measurement)]
     out = []
     for r in rows.itertuples():
         mem = tot[tot["method"] == r.method].set_index("quantity")

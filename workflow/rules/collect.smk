@@ -1,33 +1,32 @@
+# Tidy tables of the grid's runs and measurements (pure pandas: no plugin, no model).
 rule collect:
     input:
         runs=RUNS,
-        grid=config["grids"][config["grid"]],
+        grid=config["grids"][GRID_NAME],
         published=config["published"],
     output:
-        metrics_csv="results/metrics.csv",
-        metrics_parquet="results/metrics.parquet",
-        summary_csv="results/summary.csv",
-        summary_parquet="results/summary.parquet",
-        gaps_csv="results/gaps.csv",
-        paper_gaps_csv="results/paper_gaps.csv",
+        metrics_csv=f"{RES}/metrics.csv",
+        metrics_parquet=f"{RES}/metrics.parquet",
+        summary_csv=f"{RES}/summary.csv",
+        summary_parquet=f"{RES}/summary.parquet",
+        gaps_csv=f"{RES}/gaps.csv",
+        paper_gaps_csv=f"{RES}/paper_gaps.csv",
     log:
-        "results/logs/collect.log",
+        f"{RES}/logs/collect.log",
     conda:
         "../../envs/onebit.yaml"
-    params:
-        plugins=PLUGINS,
     script:
         "../scripts/collect.py"
 
 
 rule collect_memory:
     input:
-        expand("results/memory/{name}.json", name=MEMORY),
+        expand(f"{RES}/memory/{{name}}.json", name=MEMORY),
     output:
-        csv="results/memory.csv",
-        parquet="results/memory.parquet",
+        csv=f"{RES}/memory.csv",
+        parquet=f"{RES}/memory.parquet",
     log:
-        "results/logs/collect_memory.log",
+        f"{RES}/logs/collect_memory.log",
     conda:
         "../../envs/onebit.yaml"
     script:

@@ -1,35 +1,57 @@
 import os
 import shlex
 import sys
+from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
 from onebit.grid import GridError, jobs, load_grid, train_args
+from onebit.memory import job_memory_mb
 from onebit.plugins import load_plugins
 
 validate(config, "../schemas/config.schema.yaml")
 
-if config["grid"] not in config["grids"]:
+GRID_NAME = config["grid"]
+if GRID_NAME not in config["grids"]:
     raise WorkflowError(
-        f"unknown grid {config['grid']!r}; known grids: {', '.join(config['grids'])}"
+        f"unknown grid {GRID_NAME!r}; known grids: {', '.join(config['grids'])}"
     )
+# every onebit command of this run sees the same plugins (through the shell prefix
+# below: not a rule parameter, so adding a plugin changes no job's parameters)
 PLUGINS = ",".join(config["plugins"])
 try:
     load_plugins(PLUGINS)
-    GRID = load_grid(config["grids"][config["grid"]])
+    GRID = load_grid(config["grids"][GRID_NAME])
 except (GridError, ValueError) as e:
     raise WorkflowError(str(e)) from None
 for _, _row in GRID.iterrows():
     validate(_row.to_dict(), "../schemas/grid.schema.yaml")
 
-# every onebit command sees the same plugins; python of this environment
-ONEBIT = (
-    f"ONEBIT_PLUGINS={shlex.quote(PLUGINS)} {shlex.quote(sys.executable)} -m onebit.cli"
+# Shell lines call `onebit ...` (and `onebit_torchrun N ...` for a job of N processes),
+# the commands a user runs, defined once here with the python of this environment
+# (`onebit_py`): a change of that python, or of the plugins, changes no job's parameters.
+# Under --sdm conda the python is that of envs/onebit.yaml, with the package from src/.
+# (the prefix is formatted like a shell line: literal braces are doubled)
+SRC = Path(workflow.basedir, "src")
+if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+    ONEBIT_PY = (
+        f'PYTHONPATH={shlex.quote(str(SRC))}"${{{{PYTHONPATH:+:$PYTHONPATH}}}}" python'
+    )
+else:
+    ONEBIT_PY = shlex.quote(sys.executable)
+shell.prefix(
+    f"export ONEBIT_PLUGINS={shlex.quote(PLUGINS)}; "
+    f'onebit_py() {{{{ {ONEBIT_PY} "$@"; }}}}; '
+    'onebit() {{ onebit_py -m onebit.cli "$@"; }}; '
+    "onebit_torchrun() {{ n=$1; shift; onebit_py -m torch.distributed.run --standalone"
+    ' --nproc-per-node="$n" -m onebit.cli "$@"; }}; '
 )
-RUN_DIR = "results/runs/{row}/seed{seed}"
-RUNS = [f"results/runs/{r}/seed{s}/final.json" for r, s in jobs(GRID)]
-MEMORY = config["memory"].get(config["grid"], {})
+RES = f"results/{GRID_NAME}"
+REPORT = f"reports/{GRID_NAME}/report.html"
+RUNS = [f"{RES}/runs/{r}/seed{s}/final.json" for r, s in jobs(GRID)]
+MEMORY = config["memory"].get(GRID_NAME, {})
 FIGURES = [
     "error_curves",
     "error_vs_paper",
@@ -37,34 +59,17 @@ FIGURES = [
     "memory_per_method",
     "gradient_fidelity",
 ]
+for _row, _name in GRID["memory"].dropna().items():
+    if _name not in MEMORY:
+        raise WorkflowError(
+            f"grid {GRID_NAME!r}, row {_row!r}, field 'memory': {_name!r} is not a memory "
+            f"measurement of this grid (config memory.{GRID_NAME}: {', '.join(MEMORY) or 'none'})"
+        )
 # a grid without a fidelity entry gets an empty fidelity table
-FIDELITY = config["fidelity"].get(config["grid"])
+FIDELITY = config["fidelity"].get(GRID_NAME)
 if FIDELITY and FIDELITY["row"] not in GRID.index:
     raise WorkflowError(
-        f"fidelity: row {FIDELITY['row']!r} is not in grid {config['grid']!r}"
-    )
-
-
-def fidelity_inputs(wc):
-    if not FIDELITY:
-        return {}
-    row, seed = FIDELITY["row"], FIDELITY["seed"]
-    return {
-        "final": f"results/runs/{row}/seed{seed}/final.json",
-        "data": f"results/data/{GRID.loc[row, 'dataset']}.json",
-    }
-
-
-def fidelity_command():
-    if not FIDELITY:
-        return "echo '[]' > {output} 2> {log}"
-    row = FIDELITY["row"]
-    return (
-        "OMP_NUM_THREADS={threads} {params.onebit} fidelity"
-        f" --checkpoint results/runs/{row}/seed{FIDELITY['seed']}/checkpoint.pt"
-        f" --dataset {GRID.loc[row, 'dataset']} --data-root {config['data_root']}"
-        f" --batch-size {FIDELITY['batch_size']} --draws {FIDELITY['draws']}"
-        " --output {output} 2> {log}"
+        f"fidelity: row {FIDELITY['row']!r} is not in grid {GRID_NAME!r}"
     )
 
 
@@ -72,7 +77,66 @@ def grid_value(column):
     return lambda wc: GRID.loc[wc.row, column]
 
 
+def launcher(wc):
+    """torchrun with one process per GPU for a row of several GPUs."""
+    n = int(GRID.loc[wc.row, "gpus"])
+    return f"onebit_torchrun {n}" if n > 1 else "onebit"
+
+
 def memory_args(wc):
-    spec = MEMORY[wc.name]
-    args = [f"--{k.replace('_', '-')} {v}" for k, v in spec.items()]
-    return " ".join(args)
+    spec = {k: v for k, v in MEMORY[wc.name].items() if k != "mem_mb"}
+    return [a for k, v in spec.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+
+
+def memory_mb(wc):
+    return job_memory_mb(MEMORY[wc.name])
+
+
+def fidelity_inputs(wc):
+    if not FIDELITY:
+        return {}
+    row, seed = FIDELITY["row"], FIDELITY["seed"]
+    return {
+        "checkpoint": f"{RES}/runs/{row}/seed{seed}/final.json",
+        "data": f"{RES}/data/{GRID.loc[row, 'dataset']}.json",
+    }
+
+
+def fidelity_args(wc):
+    if not FIDELITY:
+        return []
+    row = FIDELITY["row"]
+    return [
+        "--checkpoint",
+        f"{RES}/runs/{row}/seed{FIDELITY['seed']}/checkpoint.pt",
+        "--dataset",
+        GRID.loc[row, "dataset"],
+        "--batch-size",
+        str(FIDELITY["batch_size"]),
+        "--draws",
+        str(FIDELITY["draws"]),
+    ]
+
+
+FIDELITY_SHELL = (
+    "OMP_NUM_THREADS={threads} onebit fidelity {params.args:q} --data-root {params.root:q}"
+    " --output {output:q} 2> {log:q}"
+    if FIDELITY
+    else "echo '[]' > {output:q} 2> {log:q}"
+)
+
+
+def check_gpu_limit():
+    """Local runs of GPU rows need a limit on concurrent GPU jobs (--resources gpu=N)."""
+    gpu_rows = GRID[GRID["gpus"] > 0]
+    if (
+        workflow.local_exec
+        and len(gpu_rows)
+        and config["device"] != "cpu"
+        and "gpu" not in workflow.global_resources
+    ):
+        raise WorkflowError(
+            f"grid {GRID_NAME!r} has {len(gpu_rows)} GPU rows; tell Snakemake how many GPUs this "
+            "machine has, e.g. --resources gpu=1, so that it runs no more GPU jobs at once "
+            "(on a cluster use --profile profiles/slurm)"
+        )

@@ -1,13 +1,14 @@
+# Download (where allowed) and verify a dataset. A local rule: it needs the network
+# that compute nodes of a cluster often lack.
 rule data:
     output:
-        "results/data/{dataset}.json",
+        f"{RES}/data/{{dataset}}.json",
     log:
-        "results/logs/data/{dataset}.log",
+        f"{RES}/logs/data/{{dataset}}.log",
     conda:
         "../../envs/onebit.yaml"
     params:
-        onebit=ONEBIT,
         root=config["data_root"],
     shell:
-        "{params.onebit} data --dataset {wildcards.dataset} --data-root {params.root}"
-        " --output {output} 2> {log}"
+        "onebit data --dataset {wildcards.dataset:q} --data-root {params.root:q}"
+        " --output {output:q} 2> {log:q}"

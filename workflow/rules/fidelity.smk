@@ -1,31 +1,33 @@
 # Gradient fidelity: approximate weight gradients against exact backprop, on the
 # trained network of one fp32 run of the grid (its checkpoint) and a test batch.
+# A grid without a fidelity entry gets an empty table.
 rule fidelity:
     input:
         unpack(fidelity_inputs),
     output:
-        "results/fidelity/gradients.json",
+        f"{RES}/fidelity/gradients.json",
     log:
-        "results/logs/fidelity.log",
+        f"{RES}/logs/fidelity.log",
     benchmark:
-        "results/benchmarks/fidelity.tsv"
+        f"{RES}/benchmarks/fidelity.tsv"
     conda:
         "../../envs/onebit.yaml"
     threads: config["threads_per_job"]
     params:
-        onebit=ONEBIT,
+        args=fidelity_args,
+        root=config["data_root"],
     shell:
-        fidelity_command()
+        FIDELITY_SHELL
 
 
 rule collect_fidelity:
     input:
-        "results/fidelity/gradients.json",
+        f"{RES}/fidelity/gradients.json",
     output:
-        csv="results/fidelity.csv",
-        parquet="results/fidelity.parquet",
+        csv=f"{RES}/fidelity.csv",
+        parquet=f"{RES}/fidelity.parquet",
     log:
-        "results/logs/collect_fidelity.log",
+        f"{RES}/logs/collect_fidelity.log",
     conda:
         "../../envs/onebit.yaml"
     script:

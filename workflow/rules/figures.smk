@@ -1,22 +1,22 @@
 rule figures:
     input:
-        metrics="results/metrics.parquet",
-        summary="results/summary.parquet",
-        gaps="results/gaps.csv",
-        paper_gaps="results/paper_gaps.csv",
-        memory="results/memory.parquet",
-        fidelity="results/fidelity.parquet",
+        metrics=f"{RES}/metrics.parquet",
+        summary=f"{RES}/summary.parquet",
+        gaps=f"{RES}/gaps.csv",
+        paper_gaps=f"{RES}/paper_gaps.csv",
+        memory=f"{RES}/memory.parquet",
+        fidelity=f"{RES}/fidelity.parquet",
     output:
         **{
             name: report(
-                f"results/figures/{name}.png",
+                f"{RES}/figures/{name}.png",
                 caption=f"../report/{name}.rst",
                 category="Figures",
             )
             for name in FIGURES
         },
     log:
-        "results/logs/figures.log",
+        f"{RES}/logs/figures.log",
     conda:
         "../../envs/onebit.yaml"
     script:

@@ -1,17 +1,19 @@
+# Memory of every registered method on one network and batch (onebit memory).
 rule memory:
     output:
-        "results/memory/{name}.json",
+        f"{RES}/memory/{{name}}.json",
     log:
-        "results/logs/memory/{name}.log",
+        f"{RES}/logs/memory/{{name}}.log",
     benchmark:
-        "results/benchmarks/memory/{name}.tsv"
+        f"{RES}/benchmarks/memory/{{name}}.tsv"
     conda:
         "../../envs/onebit.yaml"
     threads: config["threads_per_job"]
+    resources:
+        mem_mb=memory_mb,
     params:
-        onebit=ONEBIT,
         args=memory_args,
         device=config["memory_device"],
     shell:
-        "OMP_NUM_THREADS={threads} {params.onebit} memory {params.args} --method all"
-        " --device {params.device} --output {output} 2> {log}"
+        "OMP_NUM_THREADS={threads} onebit memory {params.args:q} --method all"
+        " --device {params.device:q} --output {output:q} 2> {log:q}"

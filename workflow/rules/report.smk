@@ -1,25 +1,28 @@
-# The report: a notebook executed on the tidy tables, rendered to HTML.
+# The report: the notebook executed on the grid's tidy tables (papermill injects its
+# parameters), rendered to HTML without the code.
 rule report:
     input:
         notebook="workflow/notebooks/report.ipynb",
-        summary="results/summary.parquet",
-        metrics="results/metrics.parquet",
-        gaps="results/gaps.csv",
-        paper_gaps="results/paper_gaps.csv",
-        memory="results/memory.parquet",
-        fidelity="results/fidelity.parquet",
+        summary=f"{RES}/summary.parquet",
+        metrics=f"{RES}/metrics.parquet",
+        gaps=f"{RES}/gaps.csv",
+        paper_gaps=f"{RES}/paper_gaps.csv",
+        memory=f"{RES}/memory.parquet",
+        fidelity=f"{RES}/fidelity.parquet",
         published=config["published"],
-        figures=expand("results/figures/{name}.png", name=FIGURES),
+        figures=expand(f"{RES}/figures/{{name}}.png", name=FIGURES),
     output:
-        "reports/report.html",
+        html=REPORT,
+        notebook=f"{RES}/report.ipynb",
     log:
-        "results/logs/report.log",
+        f"{RES}/logs/report.log",
     conda:
         "../../envs/onebit.yaml"
     params:
-        grid=config["grid"],
-        python=sys.executable,
+        grid=GRID_NAME,
+        outdir=lambda wc, output: os.path.dirname(output.html),
     shell:
-        "ONEBIT_REPORT_GRID={params.grid} ONEBIT_REPORT_ROOT=$PWD {params.python} -m jupyter nbconvert"
-        " --to html --execute --no-input --ExecutePreprocessor.timeout=600"
-        " --output-dir reports --output report.html {input.notebook} > {log} 2>&1"
+        "(onebit_py -m papermill --no-progress-bar {input.notebook:q} {output.notebook:q}"
+        ' -p grid {params.grid:q} -p root "$PWD" -p published {input.published:q}'
+        " && onebit_py -m jupyter nbconvert --to html --no-input {output.notebook:q}"
+        " --output-dir {params.outdir:q} --output report.html) > {log:q} 2>&1"

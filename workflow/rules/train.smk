@@ -1,29 +1,30 @@
 # One job per grid row and seed, calling the same command a user would run.
 # Only final.json (written last, atomically) is declared: Snakemake removes
 # declared outputs before re-running a job, and checkpoint.pt must survive so
-# that a re-run resumes after a killed job.
+# that a re-run (or a resubmitted cluster job) resumes after a killed one.
 rule train:
     input:
-        data=lambda wc: f"results/data/{GRID.loc[wc.row, 'dataset']}.json",
+        data=lambda wc: f"{RES}/data/{GRID.loc[wc.row, 'dataset']}.json",
     output:
-        "results/runs/{row}/seed{seed}/final.json",
+        f"{RES}/runs/{{row}}/seed{{seed}}/final.json",
     log:
-        "results/logs/train/{row}/seed{seed}.log",
+        f"{RES}/logs/train/{{row}}/seed{{seed}}.log",
     benchmark:
-        "results/benchmarks/train/{row}/seed{seed}.tsv"
+        f"{RES}/benchmarks/train/{{row}}/seed{{seed}}.tsv"
     conda:
         "../../envs/onebit.yaml"
     threads: config["threads_per_job"]
     resources:
-        gpu=grid_value("gpu"),
+        gpu=grid_value("gpus"),
         mem_mb=grid_value("mem_mb"),
         runtime=grid_value("runtime"),
     params:
-        onebit=ONEBIT,
-        args=lambda wc: shlex.join(train_args(GRID.loc[wc.row], int(wc.seed))),
-        out=lambda wc: RUN_DIR.format(row=wc.row, seed=wc.seed),
+        launcher=launcher,
+        args=lambda wc: train_args(GRID.loc[wc.row], int(wc.seed)),
+        out=lambda wc: f"{RES}/runs/{wc.row}/seed{wc.seed}",
         root=config["data_root"],
         device=config["device"],
     shell:
-        "OMP_NUM_THREADS={threads} {params.onebit} train {params.args} --device {params.device}"
-        " --data-root {params.root} --out {params.out} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {params.launcher} train"
+        " {params.args:q} --device {params.device:q} --data-root {params.root:q}"
+        " --out {params.out:q} > {log:q} 2>&1"
