@@ -1,6 +1,7 @@
 """The Snakemake pipeline end to end (smoke grid), the paper grid's job list, lint,
 and the documented "add a method" path, each in a temporary copy of the workflow."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -177,3 +178,35 @@ def test_quick_grid_runs_every_registered_method():
     grid = load_grid(REPO / "config/grids/quick.tsv")
     assert set(grid["method"]) == set(list_methods())
     assert grid["width"].nunique() >= 2 and all(len(s) >= 2 for s in grid["seeds"])
+
+
+def test_local_gpu_rows_need_a_gpu_limit(workdir):
+    """Without --resources gpu=N, a local run of GPU rows would start as many GPU jobs
+    as it has cores: refused before any job, saying what to add."""
+    proc = snakemake(workdir, "--cores", "1", "--config", "grid=paper")
+    assert proc.returncode != 0
+    assert "--resources gpu=1" in proc.stderr and not (workdir / "results/paper/data").exists()
+
+
+DDP = ("row\ttable\tdataset\tarch\tdepth\twidth\tmethod\tepochs\tseeds\tbatch_size\tcrop_pad\ttrain_subset"
+       "\ttest_subset\tgpus\n"
+       "ddp\tbaseline\tfashion_mnist\twrn\t8\t0.5\tfp32\t1\t0\t32\t0\t256\t128\t2\n")
+
+
+@needs_fashion
+def test_row_of_two_gpus_runs_torchrun_through_the_rule(workdir, tmp_path):
+    """gpus = 2 launches two processes through torchrun (here on the CPU, gloo), each
+    taking half of the global batch."""
+    grid = tmp_path / "ddp.tsv"
+    grid.write_text(DDP)
+    target = "results/ddp/runs/ddp/seed0/final.json"
+    proc = snakemake(workdir, "--cores", "2", "--resources", "gpu=2", "--config", "grid=ddp",
+                     f"grids={{ddp: {grid}}}", "device=cpu", "--", target)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "onebit_torchrun 2 train" in proc.stdout + proc.stderr
+    run = workdir / "results/ddp/runs/ddp/seed0"
+    env = json.loads((run / "env.json").read_text())
+    assert env["world_size"] == 2
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["images"] for m in lines] == [256, 128]  # both ranks' shards are counted
+    assert [m["step"] for m in lines] == [8, 8]  # 256 / 32: the same steps as one process

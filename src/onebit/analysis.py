@@ -134,7 +134,10 @@ def memory_table(json_paths: list) -> pd.DataFrame:
             if r.get("peak_bytes") is not None:
                 rows.append({**common, "quantity": "step peak", "kind": "total",
                              "bytes_per_image": r["peak_bytes"] / n})
-    df = pd.DataFrame(rows)
+    columns = ["measurement", "arch", "method", "batch_size", "input_shape", "activation_bits",
+               "paper_values_per_image", "weight_bits", "description", *STEP_COLUMNS, "quantity", "kind",
+               "bytes_per_image"]
+    df = pd.DataFrame(rows, columns=columns)  # a grid without memory measurements: no rows
     total = df[df["kind"] == "total"]
     fp32 = total[total["method"] == "fp32"].set_index(["measurement", "quantity"])["bytes_per_image"]
     df["ratio_vs_fp32"] = [

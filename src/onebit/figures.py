@@ -17,6 +17,14 @@ def _order(methods) -> list:
     return known + sorted(set(methods) - set(known))
 
 
+def _empty(text: str, figsize=(6.4, 1.6)) -> plt.Figure:
+    """A figure that says why there is nothing to plot."""
+    fig, ax = plt.subplots(figsize=figsize)
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+    ax.set_axis_off()
+    return fig
+
+
 def _label(df: pd.DataFrame) -> pd.Series:
     width = df["width"].map(lambda w: "" if pd.isna(w) else f"-{float(w):g}")
     depth = df["depth"].map(lambda d: "" if pd.isna(d) else f"-{int(d)}")
@@ -80,6 +88,8 @@ def memory_per_method(memory: pd.DataFrame) -> plt.Figure:
     accounting, what autograd keeps, the peak of a real training step), log scale,
     one panel per network."""
     tot = memory[memory["kind"] == "total"].copy()
+    if tot.empty:
+        return _empty("no memory measurement configured for this grid (memory: in config/config.yaml)")
     hue_order = [q for q in MEMORY_QUANTITIES if q in set(tot["quantity"])]
     g = sns.catplot(data=tot, x="method", y="bytes_per_image", hue="quantity", hue_order=hue_order,
                     col="measurement", order=_order(tot["method"]), kind="bar", height=3.4, aspect=1.3,

@@ -41,6 +41,8 @@ class Job:
                                    "grid's memory: entry in config/config.yaml)")
     gpus: int = option(0, "GPUs of one job; more than 1 runs torchrun with one process per GPU "
                        "(with device: cpu, that many CPU processes)", minimum=0)
+    cpus: int = option(0, "CPU threads of one job (OMP_NUM_THREADS; on SLURM --cpus-per-task); 0: "
+                       "threads_per_job of config/config.yaml", minimum=0)
     mem_mb: int = option(4000, "memory of one job, MB (SLURM --mem)", minimum=1)
     runtime: int = option(60, "wall time of one job, minutes (SLURM --time)", minimum=1)
 

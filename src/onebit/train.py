@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 from .data import get_dataset
 from .data.loaders import make_batches
 from .methods import get_method
@@ -81,6 +81,9 @@ class Trainer:
         if self.device.type == "cuda" and self.world > 1:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
             torch.cuda.set_device(self.device)
+        if cfg.batch_size % self.world:
+            raise ConfigError(f"batch_size {cfg.batch_size} is the global batch of a step and must be a "
+                              f"multiple of the {self.world} processes", "batch_size")
         self.main = self.rank == 0
         self.rundir = RunDir(out, main=self.main, log=log)
         self.ds = get_dataset(cfg.dataset)

@@ -13,7 +13,7 @@ rule train:
         f"{RES}/benchmarks/train/{{row}}/seed{{seed}}.tsv"
     conda:
         "../../envs/onebit.yaml"
-    threads: config["threads_per_job"]
+    threads: lambda wc: int(GRID.loc[wc.row, "cpus"]) or config["threads_per_job"]
     resources:
         gpu=grid_value("gpus"),
         mem_mb=grid_value("mem_mb"),

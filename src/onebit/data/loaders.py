@@ -221,6 +221,9 @@ def make_batches(cfg, ds, device, gen: torch.Generator, rank: int = 0, world_siz
     ``cfg.workers`` processes (ImageNet). Both yield float images and labels on ``device``."""
     root = Path(cfg.data_root)
     common = dict(rank=rank, world_size=world_size)
+    # batch_size is the global batch of a step: each of the world_size processes takes its
+    # share, so the recipe (steps per epoch, learning rate) does not depend on the GPU count
+    batch = cfg.batch_size // world_size
     if ds.in_memory:
         x, y = ds.load(root, train=True)
         xt, yt = ds.load(root, train=False)
@@ -228,7 +231,7 @@ def make_batches(cfg, ds, device, gen: torch.Generator, rank: int = 0, world_siz
             x, y = x[:cfg.train_subset], y[:cfg.train_subset]
         if cfg.test_subset:
             xt, yt = xt[:cfg.test_subset], yt[:cfg.test_subset]
-        return (TensorBatches(x, y, cfg.batch_size, device, train=True, gen=gen, pad=cfg.crop_pad,
+        return (TensorBatches(x, y, batch, device, train=True, gen=gen, pad=cfg.crop_pad,
                               flip=cfg.flip, cutout=cfg.cutout, **common),
                 TensorBatches(xt, yt, cfg.eval_batch_size, device, train=False, **common))
     out = []
@@ -237,7 +240,7 @@ def make_batches(cfg, ds, device, gen: torch.Generator, rank: int = 0, world_siz
                         limit=cfg.train_subset if train else cfg.test_subset)
         sampler = EpochSampler(len(d), cfg.seed, shuffle=train, **common)
         loader = torch.utils.data.DataLoader(
-            d, batch_size=cfg.batch_size if train else cfg.eval_batch_size, sampler=sampler,
+            d, batch_size=batch if train else cfg.eval_batch_size, sampler=sampler,
             num_workers=cfg.workers, pin_memory=torch.device(device).type == "cuda",
             persistent_workers=cfg.workers > 0)
         out.append(DeviceBatches(loader, sampler, device))
