@@ -210,3 +210,16 @@ def test_row_of_two_gpus_runs_torchrun_through_the_rule(workdir, tmp_path):
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["images"] for m in lines] == [256, 128]  # both ranks' shards are counted
     assert [m["step"] for m in lines] == [8, 8]  # 256 / 32: the same steps as one process
+
+
+@needs_fashion
+def test_report_notebook_runs_from_the_repository_as_it_is(smoke, tmp_path):
+    """Opened where it lies (workflow/notebooks/), the notebook finds the repository and
+    a grid's results by its parameters cell alone, as in Jupyter."""
+    out = tmp_path / "executed.ipynb"
+    proc = subprocess.run([sys.executable, "-m", "papermill", "--cwd", str(smoke / "workflow/notebooks"),
+                           "workflow/notebooks/report.ipynb", str(out), "-p", "grid", "smoke"],
+                          cwd=smoke, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert "Same network, same budget" in text and "Traceback" not in text
