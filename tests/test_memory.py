@@ -72,3 +72,14 @@ def test_compressed_learning_keeps_far_fewer_bytes_on_wrn():
     assert saved["cl"] < saved["fp32"]
     assert saved["w1+cl"] < saved["fp32"]
     assert saved["fp32"] / saved["cl-strict"] >= 20
+
+
+def test_memory_job_asks_for_memory_that_follows_from_its_batch():
+    from onebit.memory import activation_bytes_per_image, job_memory_mb
+
+    act, params = activation_bytes_per_image("resnet18", 224)
+    assert params == 11_689_512 and 15e6 < act < 25e6  # every module output of one image, fp32
+    r18 = dict(arch="resnet18", image_size=224, batch_size=256)
+    assert job_memory_mb(r18) >= 16_000 > job_memory_mb({**r18, "batch_size": 32})
+    assert job_memory_mb({**r18, "mem_mb": 1234}) == 1234
+    assert job_memory_mb({**r18, "device": "cuda", "budget": "70GiB"}) < job_memory_mb(r18)

@@ -226,3 +226,17 @@ def test_checkpoint_format_versions(tiny_fashion, tmp_path):
     save_checkpoint(state, run / "checkpoint.pt", keep_previous=False)
     final = train(c, run, log=lambda *_: None)
     assert final["test_top1_err"] == ref["test_top1_err"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
+@pytest.mark.parametrize("method", ["fp32", "w1+cl", "cl-strict"])
+def test_resumed_run_on_cuda(tiny_fashion, tmp_path, method):
+    """On a GPU (channels_last, data on the device, bf16): a run stopped after one epoch
+    resumes from its checkpoint and completes."""
+    c = cfg(tiny_fashion, method=method, epochs=2, amp=True, device="cuda")
+    assert train(c, tmp_path / "r", stop_after=1, log=lambda *_: None) is None
+    logs = []
+    final = train(c, tmp_path / "r", log=logs.append)
+    assert any("resuming" in s and "after epoch 1" in s for s in logs)
+    assert final["epochs_done"] == 2 and json.loads((tmp_path / "r" / "env.json").read_text())["device"] == "cuda"
+    assert [m["epoch"] for m in read_metrics(tmp_path / "r")] == [1, 1, 2, 2]

@@ -228,11 +228,40 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .bench import format_report, run
+
+    parts = tuple(args.parts.split(","))
+    unknown = set(parts) - {"check", "speed", "cost", "train"}
+    if unknown:
+        raise UserError(f"unknown part(s) {sorted(unknown)}; the parts are check, speed, cost, train")
+    methods = args.method.split(",") if args.method != "all" else None
+    if methods:
+        from .methods import get_method
+        for m in methods:
+            get_method(m)
+    if args.write_runtime and ("cost" not in parts or not args.grid):
+        raise UserError("--write-runtime needs the cost part and a --grid")
+    out = run(args.device, args.grid, args.data_root, args.budget, args.compile, methods, parts,
+              args.train_dataset, log=lambda line: print(line, file=sys.stderr, flush=True))
+    if args.write_runtime:
+        from .bench import write_runtime
+
+        n = write_runtime(args.grid, out["cost"], out["environment"]["device_name"], out["date"])
+        print(f"onebit bench: wrote the measured runtime of {n} rows into {args.grid}", file=sys.stderr)
+    if args.json or args.output:
+        _emit(json.dumps(out, indent=2, default=str) + "\n", args.output)
+        if not args.output:
+            return 0
+    print(format_report(out), end="")
+    return 0
+
+
 def cmd_methods(args) -> int:
-    from .methods import METHODS
+    from .methods import METHODS, ordered
 
     rows = [{"method": m.name, "weight_bits": m.weight_bits, "activation_bits": m.activation_bits,
-             "description": m.description} for m in map(METHODS.get, METHODS.names())]
+             "description": m.description} for m in map(METHODS.get, ordered(METHODS.names()))]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -350,6 +379,27 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint", help="a checkpoint with 'config' and 'model' (onebit train's checkpoint.pt)")
     e.add_argument("-o", "--output", help="output path (default: CHECKPOINT with suffix .onebit)")
     e.set_defaults(func=cmd_export)
+
+    b = add("bench", help="prove and time every method on this machine's GPU (tiny sizes on a CPU)",
+            description="Correctness of every method on the device against the CPU (fp32, bf16, "
+            "channels_last); speed, step peak and largest batch of WRN-20-4 and WRN-20-10 at batch 125, "
+            "eager and compiled; the GPU-hours of every row of a grid; a short real training run of fp32, "
+            "w1, cl and w1+cl on Fashion-MNIST. On a CPU everything runs at tiny sizes.")
+    b.add_argument("--device", default="auto", help="auto (a GPU if present), cpu, cuda, cuda:N")
+    b.add_argument("--method", default="all", help="methods (comma-separated) or 'all'")
+    b.add_argument("--parts", default="check,speed,cost,train", help="which parts to run (comma-separated)")
+    b.add_argument("--grid", default="config/grids/paper.tsv", help="grid whose cost to estimate")
+    b.add_argument("--data-root", default="data", help="where Fashion-MNIST is (data-root/fashion-mnist/)")
+    b.add_argument("--train-dataset", default="fashion_mnist", help="dataset of the real training run")
+    b.add_argument("--budget", type=_byte_size, default=None,
+                   help="memory budget of the largest-batch search (default: 90%% of the GPU; 32MiB on a CPU)")
+    b.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="also time under torch.compile (default: on a GPU only)")
+    b.add_argument("--write-runtime", action="store_true",
+                   help="write each row's measured runtime (minutes) into the grid's runtime column")
+    b.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    b.add_argument("--output", default=None, help="write the JSON to this file (atomically) and print the tables")
+    b.set_defaults(func=cmd_bench)
 
     ms = add("methods", help="registered methods with their bits per weight and per kept activation",
              description="List the registered methods (plugins included): bits per weight at deployment, "

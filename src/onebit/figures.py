@@ -9,12 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-METHOD_ORDER = ["fp32", "w1", "cl", "cl-strict", "w1+cl", "ckpt", "act2"]
-
-
-def _order(methods) -> list:
-    known = [m for m in METHOD_ORDER if m in set(methods)]
-    return known + sorted(set(methods) - set(known))
+from .methods import ordered as _order  # noqa: E402
 
 
 def _empty(text: str, figsize=(6.4, 1.6)) -> plt.Figure:

@@ -173,18 +173,24 @@ def activation_bytes_per_image(arch: str, image_size: int, in_channels: int = 3,
 
 def job_memory_mb(spec: dict) -> int:
     """Memory (MB) to ask a scheduler for, for one ``onebit memory`` measurement
-    (``spec``: its pipeline entry; an explicit ``mem_mb`` wins): three times the
-    exact method's activations at the measured batch (the step peak of the
-    methods, one at a time, stays below twice that) or, with a ``budget``, twice the
-    budget (a probe of the largest-batch search may overshoot it), the model's
-    weights, gradients and momentum, and 2 GB for the interpreter and libraries."""
+    (``spec``: its pipeline entry; an explicit ``mem_mb`` wins). On the CPU: three times
+    the exact method's activations at the measured batch (the step peak of the methods,
+    one at a time, stays below twice that) or, with a ``budget``, twice the budget (a
+    probe of the largest-batch search may overshoot it), plus the model's weights,
+    gradients and momentum. On a GPU the host holds only the inputs, which are made
+    there: twice those of the largest batch the budget could allow. Plus 2 GB for the
+    interpreter and libraries."""
+    from .stepbench import parse_bytes
+
     if "mem_mb" in spec:
         return int(spec["mem_mb"])
     kw = {k: spec[k] for k in ("depth", "width") if k in spec}
-    act, params = activation_bytes_per_image(spec["arch"], spec["image_size"], spec.get("in_channels", 3), **kw)
-    from .stepbench import parse_bytes
-
-    need = 3 * act * spec["batch_size"]
-    if spec.get("budget"):
-        need = max(need, 2 * parse_bytes(spec["budget"]))
-    return int((need + 3 * 4 * params) / 1e6) + 2000
+    channels = spec.get("in_channels", 3)
+    act, params = activation_bytes_per_image(spec["arch"], spec["image_size"], channels, **kw)
+    budget = parse_bytes(spec["budget"]) if spec.get("budget") else 0
+    if str(spec.get("device", "cpu")).startswith("cuda"):
+        largest = max(spec["batch_size"], budget // max(act, 1))
+        need = 2 * largest * channels * spec["image_size"] ** 2 * 4 + 3 * 4 * params
+    else:
+        need = max(3 * act * spec["batch_size"], 2 * budget) + 3 * 4 * params
+    return int(need / 1e6) + 2000

@@ -85,6 +85,19 @@ def list_methods() -> list[str]:
     return METHODS.names()
 
 
+#: how tables and figures order methods: the paper's own, the memory comparators, the
+#: peers, the ablations; any other (plugins) after them, alphabetically
+ORDER = ["fp32", "w1", "cl", "cl-strict", "w1+cl", "ckpt", "act2", "bc", "bwn", "xnor", "bnn",
+         "cl-det", "cl-gauss"]
+
+
+def ordered(names) -> list[str]:
+    """``names`` (distinct) in :data:`ORDER`, others after them alphabetically."""
+    names = list(dict.fromkeys(names))
+    known = [m for m in ORDER if m in names]
+    return known + sorted(set(names) - set(known))
+
+
 def stochastic_binary(a: Tensor) -> Tensor:
     """``A_q = 1[A + u > 1]``, ``u ~ U[0, 1)`` drawn fresh at every call ([W] slide 13).
 

@@ -88,7 +88,8 @@ def _cpu_peak(fn: Callable[[], None]) -> int:
     return peak
 
 
-def step_peak(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor) -> int:
+def step_peak(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor, method=None,
+              amp: bool = False) -> int:
     """Peak bytes allocated by one training step above what existed before it."""
     opt.zero_grad(set_to_none=True)
     device = x.device
@@ -96,25 +97,25 @@ def step_peak(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor
         _sync(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
-        train_step(model, opt, x, y)
+        train_step(model, opt, x, y, method, amp)
         _sync(device)
         peak = torch.cuda.max_memory_allocated(device) - before
     else:
-        peak = _cpu_peak(lambda: train_step(model, opt, x, y))
+        peak = _cpu_peak(lambda: train_step(model, opt, x, y, method, amp))
     opt.zero_grad(set_to_none=True)
     return peak
 
 
-def step_times(runs: dict, steps: int) -> dict:
-    """Median seconds per training step for each ``name -> (model, opt, x, y)``;
+def step_times(runs: dict, steps: int, amp: bool = False) -> dict:
+    """Median seconds per training step for each ``name -> (model, opt, x, y[, method])``;
     one warm-up round, then methods alternate step by step."""
     times: dict = {name: [] for name in runs}
     for it in range(steps + 1):
-        for name, (model, opt, x, y) in runs.items():
+        for name, (model, opt, x, y, *method) in runs.items():
             opt.zero_grad(set_to_none=True)
             _sync(x.device)
             t0 = time.perf_counter()
-            train_step(model, opt, x, y)
+            train_step(model, opt, x, y, *method, amp=amp)
             _sync(x.device)
             if it:
                 times[name].append(time.perf_counter() - t0)
@@ -122,14 +123,14 @@ def step_times(runs: dict, steps: int) -> dict:
 
 
 def fits_budget(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor,
-                budget: int) -> tuple[bool, int]:
+                budget: int, method=None, amp: bool = False) -> tuple[bool, int]:
     """Whether state + input + the step's peak stay within ``budget`` bytes; also the total
     (-1 on a GPU out-of-memory error)."""
     try:
         if not opt.state:  # warm-up: the optimizer state is part of the budget
-            train_step(model, opt, x, y)
+            train_step(model, opt, x, y, method, amp)
             opt.zero_grad(set_to_none=True)
-        total = state_bytes(model, opt) + x.untyped_storage().nbytes() + step_peak(model, opt, x, y)
+        total = state_bytes(model, opt) + x.untyped_storage().nbytes() + step_peak(model, opt, x, y, method, amp)
     except torch.OutOfMemoryError:
         opt.zero_grad(set_to_none=True)
         torch.cuda.empty_cache()
@@ -137,14 +138,16 @@ def fits_budget(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tens
     return total <= budget, total
 
 
-def largest_batch(fits: Callable[[int], bool], guess: int = 8, limit: int = 1 << 16) -> int:
+def largest_batch(fits: Callable[[int], bool], guess: int = 8, limit: int = 1 << 16,
+                  grow: float = 2.0, rel_tol: float = 0.0) -> int:
     """The largest ``b <= limit`` with ``fits(b)``, assuming ``fits`` is monotone;
-    0 if not even ``b = 1`` fits. Doubles (or halves) from ``guess``, then bisects."""
+    0 if not even ``b = 1`` fits. Grows (or shrinks) by ``grow`` from ``guess``, then
+    bisects until the bracket is within ``rel_tol`` of its lower end (0: exact)."""
     guess = max(1, min(guess, limit))
     if fits(guess):
         lo, hi = guess, None
         while hi is None:
-            b = min(lo * 2, limit)
+            b = min(max(int(lo * grow), lo + 1), limit)
             if b == lo:
                 return lo
             if fits(b):
@@ -156,12 +159,12 @@ def largest_batch(fits: Callable[[int], bool], guess: int = 8, limit: int = 1 <<
         while lo is None:
             if hi == 1:
                 return 0
-            b = max(hi // 2, 1)
+            b = max(min(int(hi / grow), hi - 1), 1)
             if fits(b):
                 lo = b
             else:
                 hi = b
-    while hi - lo > 1:
+    while hi - lo > max(1, rel_tol * lo):
         mid = (lo + hi) // 2
         if fits(mid):
             lo = mid
@@ -190,46 +193,68 @@ def parse_bytes(text: str) -> int:
 def benchmark(make_model: Callable[[str], nn.Module], methods: list, batch_size: int,
               input_shape: tuple, num_classes: int, device: str = "cpu", seed: int = 0,
               steps: int = 5, peak: bool = True, budget: int | None = None,
-              max_batch: int = 4096) -> dict:
-    """Peak, step time and largest batch per method: ``{method: {...}}``."""
+              max_batch: int = 4096, amp: bool = False, channels_last: bool = False,
+              compile: bool = False, rel_tol: float = 0.0) -> dict:
+    """Peak, step time and largest batch per method: ``{method: {...}}``.
+
+    ``amp``: bf16 autocast; ``channels_last``: model and input in NHWC; ``compile``:
+    ``torch.compile`` the model (a method it fails on gets ``compile_error`` and no
+    numbers). The largest-batch search starts from the batch the measured peak per
+    image predicts, and stops within ``rel_tol``."""
+    from .step import method_of
+
     device = torch.device(device)
     out: dict = {m: {} for m in methods}
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
 
     def inputs(n):
         g = torch.Generator().manual_seed(seed)
-        x = torch.randn(n, *input_shape, generator=g).to(device)
+        x = torch.randn(n, *input_shape, generator=g).to(device).contiguous(memory_format=fmt)
         return x, torch.randint(0, num_classes, (n,), generator=g).to(device)
 
-    def fresh(m):
+    def fresh(m, compiled=False):
         torch.manual_seed(seed)
-        model = make_model(m).to(device).train()
-        return model, make_optimizer(model)
+        model = make_model(m).to(device).train().to(memory_format=fmt)
+        opt = make_optimizer(model)
+        method = method_of(model)
+        return (torch.compile(model) if compiled else model), opt, method
 
     x, y = inputs(batch_size)
     if peak or steps:
         runs = {}
         for m in methods:
-            model, opt = fresh(m)
-            train_step(model, opt, x, y)  # optimizer state exists before the measurement
-            runs[m] = (model, opt, x, y)
+            model, opt, method = fresh(m, compile)
+            try:
+                train_step(model, opt, x, y, method, amp)  # optimizer state exists before the measurement
+            except Exception as e:  # noqa: BLE001  (compilation: reported, not fatal)
+                if not compile:
+                    raise
+                out[m]["compile_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                continue
+            runs[m] = (model, opt, x, y, method)
             if peak:
-                out[m]["peak_bytes"] = step_peak(model, opt, x, y)
+                out[m]["peak_bytes"] = step_peak(model, opt, x, y, method, amp)
                 out[m]["state_bytes"] = state_bytes(model, opt)
         if steps:
-            for m, t in step_times(runs, steps).items():
+            for m, t in step_times(runs, steps, amp).items():
                 out[m]["step_seconds"] = t
         del runs
     if budget:
         for m in methods:
-            model, opt = fresh(m)
+            model, opt, method = fresh(m)
             probes = {}
 
             def fits(b):
-                ok, total = fits_budget(model, opt, *inputs(b), budget)
+                ok, total = fits_budget(model, opt, *inputs(b), budget, method, amp)
                 probes[b] = total
                 return ok
 
-            out[m]["largest_batch"] = largest_batch(fits, guess=batch_size, limit=max_batch)
+            guess = batch_size
+            if out[m].get("peak_bytes"):  # state + b * (peak + input) per image, from the measurement
+                per_image = (out[m]["peak_bytes"] + x.untyped_storage().nbytes()) / batch_size
+                guess = int(max(1, (budget - out[m]["state_bytes"]) / per_image))
+            out[m]["largest_batch"] = largest_batch(fits, guess=guess, limit=max_batch,
+                                                    grow=1.25 if rel_tol else 2.0, rel_tol=rel_tol)
             out[m]["budget_bytes"] = budget
             out[m]["batch_probes"] = len(probes)
             del model, opt

@@ -84,8 +84,16 @@ def launcher(wc):
 
 
 def memory_args(wc):
-    spec = {k: v for k, v in MEMORY[wc.name].items() if k != "mem_mb"}
+    spec = {k: v for k, v in MEMORY[wc.name].items() if k not in ("mem_mb", "device")}
     return [a for k, v in spec.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+
+
+def memory_device(wc):
+    return MEMORY[wc.name].get("device", config["memory_device"])
+
+
+def memory_gpus(wc):
+    return 1 if memory_device(wc).startswith("cuda") else 0
 
 
 def memory_mb(wc):

@@ -11,9 +11,10 @@ rule memory:
     threads: config["threads_per_job"]
     resources:
         mem_mb=memory_mb,
+        gpu=memory_gpus,
     params:
         args=memory_args,
-        device=config["memory_device"],
+        device=memory_device,
     shell:
         "OMP_NUM_THREADS={threads} onebit memory {params.args:q} --method all"
         " --device {params.device:q} --output {output:q} 2> {log:q}"

@@ -1,0 +1,71 @@
+"""``onebit bench`` at tiny sizes on the CPU (the same code a GPU runs), and its
+correctness check failing when a method is broken."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from onebit.bench import check_method, sizes
+from onebit.cli import main
+from onebit.grid import load_grid
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_bench_runs_every_part_at_tiny_sizes(tiny_fashion, tmp_path, capsys):
+    """The command as a user runs it, on a copy of a grid, including writing the
+    measured runtime into it (the training part on the tests' small Fashion-MNIST copy)."""
+    grid = tmp_path / "smoke.tsv"
+    shutil.copy(REPO / "config/grids/smoke.tsv", grid)
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--device", "cpu", "--method", "fp32,w1,cl,cl-strict,bnn", "--grid", str(grid),
+                 "--data-root", str(tiny_fashion), "--train-dataset", "tiny_fashion", "--output", str(out), "--write-runtime"]) == 0
+    text = capsys.readouterr().out
+    for title in ("1. Correctness", "2. Speed and memory", "3. Cost of the grid", "4. Real training"):
+        assert title in text
+    r = json.loads(out.read_text())
+    assert {x["method"] for x in r["check"]} == {"fp32", "w1", "cl", "cl-strict", "bnn"}
+    assert all(x["ok"] is not False for x in r["check"])
+    speed = {x["method"]: x for x in r["speed"]}
+    assert speed["fp32"]["step_ratio_vs_fp32"] == 1 and speed["cl-strict"]["peak_ratio_vs_fp32"] > 1.2
+    assert all(x["images_per_s"] > 0 and x["largest_batch"] >= 1 for x in r["speed"])
+    assert speed["cl-strict"]["largest_batch"] > speed["fp32"]["largest_batch"]
+    assert [x["row"] for x in r["cost"]] == list(load_grid(grid)["row"])
+    assert all(x["gpu_hours"] > 0 and x["runtime_minutes"] % 30 == 0 for x in r["cost"])
+    assert list(load_grid(grid)["runtime"]) == [x["runtime_minutes"] for x in r["cost"]]
+    assert "measured by onebit bench on" in grid.read_text()
+    assert [x["method"] for x in r["train"]] == ["fp32", "w1", "cl", "w1+cl"]
+    assert all(len(x["test_err_per_epoch"]) == x["epochs"] for x in r["train"])
+
+
+def test_correctness_check_catches_a_layout_bug(monkeypatch):
+    """A broken method must fail the check: here the packed 1-bit copy of a channels-last
+    activation is unpacked as if it were NCHW."""
+    import onebit.functional as F
+
+    s = sizes(torch.device("cpu"))
+    assert all(r["ok"] for r in check_method("cl", torch.device("cpu"), s))
+    monkeypatch.setattr(F, "is_channels_last", lambda t: False)
+    rows = {r["variant"]: r for r in check_method("cl", torch.device("cpu"), s)}
+    assert rows["fp32"]["ok"] and not rows["channels_last"]["ok"]
+
+
+def test_bench_refuses_unknown_parts_and_methods(capsys):
+    assert main(["bench", "--parts", "check,nope"]) == 2
+    assert "unknown part" in capsys.readouterr().err
+    assert main(["bench", "--method", "nope", "--parts", "check"]) == 2
+    assert "known methods" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
+def test_every_method_on_cuda_matches_the_cpu():
+    dev = torch.device("cuda")
+    s = sizes(dev)
+    from onebit import list_methods
+
+    for m in list_methods():
+        for r in check_method(m, dev, s):
+            assert r["ok"] is not False, r
