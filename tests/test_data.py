@@ -96,7 +96,8 @@ def test_augment_flip_crop_cutout():
         assert any(torch.equal(img[max(0, -dy):4 - max(0, dy), max(0, -dx):4 - max(0, dx)],
                                x[0, 0, max(0, dy):4 + min(0, dy), max(0, dx):4 + min(0, dx)])
                    for dy in range(-2, 3) for dx in range(-2, 3))
-    holes = (augment(torch.full((32, 1, 8, 8), 7, dtype=torch.uint8), g, pad=0, flip=False, cutout=4) == 0)
+    holes = (augment(torch.full((32, 1, 8, 8), 7, dtype=torch.uint8), g, pad=0, flip=False, cutout=4,
+                     cutout_style="devries") == 0)  # the official style: tests/test_recipe.py
     assert holes.flatten(1).sum(1).max() == 16 and holes.any()
 
 

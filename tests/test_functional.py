@@ -116,11 +116,13 @@ def test_mask_relu_exact():
     torch.testing.assert_close(x.grad, g * (x > 0))
 
 
-def test_avg_pool_pad_matches_reference():
+@pytest.mark.parametrize("count_pad", [False, True])
+def test_avg_pool_pad_matches_reference(count_pad):
     x = torch.randn(2, 3, 7, 6, dtype=torch.double, requires_grad=True)
-    ref = torch.cat([F.avg_pool2d(x, 3, 2, 1), torch.zeros(2, 3, 4, 3, dtype=torch.double)], 1)
-    torch.testing.assert_close(AvgPoolPad.apply(x, 6), ref)
-    assert torch.autograd.gradcheck(lambda t: AvgPoolPad.apply(t, 6), (x,))
+    pooled = F.avg_pool2d(x, 3, 2, 1, count_include_pad=count_pad)
+    ref = torch.cat([pooled, torch.zeros(2, 3, 4, 3, dtype=torch.double)], 1)
+    torch.testing.assert_close(AvgPoolPad.apply(x, 6, count_pad), ref)
+    assert torch.autograd.gradcheck(lambda t: AvgPoolPad.apply(t, 6, count_pad), (x,))
 
 
 def test_compact_max_pool_matches_stock():

@@ -103,9 +103,10 @@ def test_every_field_travels_from_grid_to_run_config(tmp_path):
     command line the pipeline builds."""
     changed = dict(dataset="fashion_mnist", arch="wrn", method="cl", depth=14, width=1.5, epochs=3,
                    batch_size=32, lr_max=0.05, lr_min=0.001, momentum=0.8, weight_decay=0.0001, t0=2,
-                   tmult=3, momentum_reset=True, flip=False, crop_pad=2, cutout=8, train_subset=100,
-                   test_subset=50, fp32_first_last=True, bn_affine=True, amp=True, workers=2,
-                   compile=True, eval_batch_size=64)
+                   tmult=3, momentum_reset=False, flip=False, crop_pad=2, cutout=8, cutout_style="devries",
+                   train_subset=100, test_subset=50, fp32_first_last=True, bn_affine=True,
+                   bn_reestimate=False, pool_count_pad=True, amp=True, workers=2, compile=True,
+                   eval_batch_size=64)
     assert set(changed) == {f.name for f in fields() if f.metadata["grid"]}
     for name, value in changed.items():  # arch: the only other model (resnet18) ignores depth/width
         assert name == "arch" or value != getattr(TrainConfig(), name), f"{name}: pick a non-default value"

@@ -48,7 +48,8 @@ def option(default, help: str, *, minimum=None, exclusive_minimum=None, maximum=
 
 @dataclass
 class TrainConfig:
-    """One run. Defaults are the workshop recipe ([W]; SPEC.md 3)."""
+    """One run. Defaults are the workshop recipe ([W]; SPEC.md 3) with the official code's
+    details where the papers say nothing (README: "Differences from the official code")."""
 
     dataset: str = option("cifar10", "registered dataset", registry="dataset", required=True)
     arch: str = option("wrn", "registered model", registry="model", required=True)
@@ -70,16 +71,25 @@ class TrainConfig:
                                  "(5e-4 CIFAR, 1e-4 ImageNet)", minimum=0)
     t0: int = option(1, "epochs of the first warm-restart cycle ([W]: 1, [P]: 2)", minimum=1)
     tmult: int = option(2, "growth of each next cycle", minimum=1)
-    momentum_reset: bool = option(False, "zero the momentum at each warm restart "
-                                  "(the official MATLAB code does)")
+    momentum_reset: bool = option(True, "zero the momentum at each warm restart (the official MATLAB "
+                                  "code does)")
     flip: bool = option(True, "random horizontal flips")
     crop_pad: int = option(4, "pixels of random-valued padding before the random crop (0: no crop)",
                            minimum=0)
     cutout: int = option(0, "side of the cutout square (0: none; [P]'s '++' columns use 18)", minimum=0)
+    cutout_style: str = option("official", "official: the patch's corner uniform over 1-P..H-1 (it may "
+                               "hang off the border), filled with random 0-255; devries: centre uniform, "
+                               "filled with 0", choices=("official", "devries"))
     train_subset: Optional[int] = option(None, "train on the first N images only", minimum=1)
     test_subset: Optional[int] = option(None, "test on the first N images only", minimum=1)
     fp32_first_last: bool = option(False, "keep the first and last layer's weights at 32 bits")
     bn_affine: bool = option(False, "learn BN scale and offset (ImageNet)")
+    bn_reestimate: bool = option(True, "at the end of each warm-restart cycle, set the BN statistics used "
+                                 "for testing from one pass over the augmented training set (the official "
+                                 "code); off: running averages")
+    pool_count_pad: bool = option(False, "the shortcut's 3x3 average pool divides by 9, counting the zero "
+                                  "padding (PyTorch's default); off: by the pixels inside the image (the "
+                                  "official code)")
     amp: bool = option(False, "bf16 autocast")
     # how, not what: excluded from the identity of a run
     data_root: str = option("data", "folder of datasets (downloads go here; ImageNet is read from here)",
@@ -109,8 +119,9 @@ class TrainConfig:
 
     def model_kwargs(self, num_classes: int, in_channels: int) -> dict:
         kw = dict(num_classes=num_classes, in_channels=in_channels, fp32_first_last=self.fp32_first_last)
-        if self.arch == "wrn":
-            kw.update(depth=self.depth, width=self.width, bn_affine=self.bn_affine)
+        if self.arch in ("wrn", "wrn_imagenet"):
+            kw.update(depth=self.depth, width=self.width, bn_affine=self.bn_affine,
+                      pool_count_pad=self.pool_count_pad)
         return kw
 
     def build_model(self, meta: bool = False):

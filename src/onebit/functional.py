@@ -329,13 +329,15 @@ def _masked_channel_sum(x: Tensor, mask: Tensor) -> Tensor:
 
 class AvgPoolPad(torch.autograd.Function):
     """The WRN downsampling shortcut: 3x3 average pool, stride 2, padding 1, then
-    zero channels appended to reach ``channels_out``. Keeps no tensor for
+    zero channels appended to reach ``channels_out``. ``count_pad`` False divides each
+    window by its pixels inside the image, as both official codes do (MatConvNet,
+    Keras ``padding='same'``); True by 9 (PyTorch's default). Keeps no tensor for
     backward (average pooling needs only the input's shape)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, channels_out: int) -> Tensor:
-        ctx.shape = x.shape
-        y = F.avg_pool2d(x, 3, 2, 1)
+    def forward(ctx, x: Tensor, channels_out: int, count_pad: bool = False) -> Tensor:
+        ctx.shape, ctx.count_pad = x.shape, count_pad
+        y = F.avg_pool2d(x, 3, 2, 1, count_include_pad=count_pad)
         return F.pad(y, (0, 0, 0, 0, 0, channels_out - x.shape[1]))
 
     @staticmethod
@@ -343,8 +345,8 @@ class AvgPoolPad(torch.autograd.Function):
         c = ctx.shape[1]
         shape_only = grad.new_empty(1).expand(ctx.shape)  # sizes only: allocates nothing
         gx = torch.ops.aten.avg_pool2d_backward(
-            grad[:, :c].contiguous(), shape_only, [3, 3], [2, 2], [1, 1], False, True, None)
-        return gx, None
+            grad[:, :c].contiguous(), shape_only, [3, 3], [2, 2], [1, 1], False, ctx.count_pad, None)
+        return gx, None, None
 
 
 class CompactMaxPool(torch.autograd.Function):

@@ -118,9 +118,13 @@ class BNReLU(nn.BatchNorm2d):
     projection shortcut) inside the same unit.
     """
 
-    def __init__(self, num_features, *, method="fp32", affine=False, eps=1e-5, momentum=0.1):
+    def __init__(self, num_features, *, method="fp32", affine=False, eps=1e-5, momentum=0.1,
+                 binary_act: Optional[bool] = None):
         super().__init__(num_features, eps=eps, momentum=momentum, affine=affine)
         self.method = get_method(method)
+        #: sign instead of ReLU (default: the method's); False keeps a real activation where a
+        #: method's own definition does (the input of a 32-bit last layer)
+        self.binary_act = self.method.binary_act if binary_act is None else binary_act
 
     def forward(self, x: Tensor, residual: Optional[Tensor] = None,
                 shortcut: Optional[tuple[nn.BatchNorm2d, Tensor]] = None) -> Act:
@@ -140,7 +144,7 @@ class BNReLU(nn.BatchNorm2d):
             y = y + shortcut[0](shortcut[1])
         if residual is not None:
             y = y + residual
-        if m.binary_act:
+        if self.binary_act:
             scale = y.abs().mean(1, keepdim=True) if m.input_scaling else None
             return Act(SignHardTanh.apply(y), None, scale)
         if (m.compressed or m.mask_relu) and torch.is_grad_enabled():

@@ -46,6 +46,9 @@ class Method:
     after_step: Optional[Callable] = None
     #: bits per element at which ``saved_hooks`` keep the weight layers' inputs (act2: 2)
     saved_bits: Optional[int] = None
+    #: the method's own definition keeps the first and last weight layers at 32 bits (and the
+    #: last layer's input a real activation), as XNOR-Net and BWN do
+    fp32_first_last: bool = False
 
     @property
     def activation_bits(self) -> int:

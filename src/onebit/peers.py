@@ -15,8 +15,12 @@ plugin would be:
   weights (clipped like BinaryConnect) and ``sign`` activations, hard-tanh
   straight-through.
 
-All keep first and last layers binary unless ``fp32_first_last`` is set, like
-the suite's ``w1``. Activations replace the ReLU of each BN-ReLU unit by ``sign``.
+Which layers stay at 32 bits follows each method's own paper and code: BinaryConnect
+and BNN binarize the weights of every layer, the first and the last included (their
+code: ``binary=True`` on every layer); XNOR-Net and BWN keep the first and the last
+layer at 32 bits, with a real (ReLU) input to the last one (their code binarizes
+layers ``2 .. n-1`` only). ``sign`` activations replace the ReLU of each other BN-ReLU
+unit; the first layer's input (the normalised image) is never binarized.
 """
 
 from __future__ import annotations
@@ -54,12 +58,13 @@ register_method(Method(
     "[-1, 1] after each step", weight_quantizer=binary_connect, weight_bits=1,
     after_step=clip_binary_weights))
 register_method(Method(
-    "bwn", "Binary-Weight-Network: alpha * sign(W), alpha = mean |W| per output channel",
-    weight_quantizer=binary_weight_network, weight_bits=1))
+    "bwn", "Binary-Weight-Network: alpha * sign(W), alpha = mean |W| per output channel; first and "
+    "last layer 32-bit", weight_quantizer=binary_weight_network, weight_bits=1, fp32_first_last=True))
 register_method(Method(
     "xnor", "XNOR-Net: BWN weights, sign activations (hard-tanh straight-through), conv outputs "
-    "scaled by the window mean of |input|", weight_quantizer=binary_weight_network, weight_bits=1,
-    binary_act=True, input_scaling=True))
+    "scaled by the window mean of |input|; first and last layer 32-bit",
+    weight_quantizer=binary_weight_network, weight_bits=1, binary_act=True, input_scaling=True,
+    fp32_first_last=True))
 register_method(Method(
     "bnn", "Binarized Neural Network: sign weights (clipped to [-1, 1]) and sign activations, "
     "hard-tanh straight-through", weight_quantizer=binary_connect, weight_bits=1, binary_act=True,

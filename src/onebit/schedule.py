@@ -50,3 +50,12 @@ def lr_at(step: int, steps_per_epoch: int, lr_max: float, lr_min: float, t0: int
 
 def is_restart(step: int, steps_per_epoch: int, t0: int, tmult: int) -> bool:
     return cycle_position(step, steps_per_epoch, t0, tmult)[0] == 0
+
+
+def is_cycle_end(epochs_done: int, t0: int, tmult: int) -> bool:
+    """Whether a warm-restart cycle ends after ``epochs_done`` epochs (1, 3, 7, ... for
+    t0=1, tmult=2)."""
+    total, length = 0, t0
+    while total < epochs_done:
+        total, length = total + length, length * tmult
+    return total == epochs_done

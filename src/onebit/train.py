@@ -24,7 +24,8 @@ from .data.loaders import make_batches
 from .methods import get_method
 from .rundir import ConfigMismatch, RunDir
 from .runio import environment, fault_point
-from .schedule import is_restart, lr_at
+from . import bnstats
+from .schedule import is_cycle_end, is_restart, lr_at
 from .step import NonFiniteLoss, autocast, train_step
 
 __all__ = ["ConfigMismatch", "NonFiniteLoss", "TrainConfig", "Trainer", "train"]
@@ -180,6 +181,19 @@ class Trainer:
                       "epoch_seconds": seconds, "data_seconds": data_time, "images": int(seen),
                       "images_per_s": seen / seconds}
 
+    def reestimate_bn(self, epoch: int) -> None:
+        """The official code's test-time BN statistics: one pass over the augmented
+        training set (:mod:`onebit.bnstats`); its draws come from the data generator,
+        whose state the checkpoint keeps."""
+        self.train_batches.set_epoch(10**6 + epoch)  # folder datasets: an order of its own
+
+        def reduce(t):
+            if self.world > 1:
+                torch.distributed.all_reduce(t)
+            return t
+
+        bnstats.reestimate(self.model, self.train_batches, self.cfg.amp, reduce)
+
     @torch.no_grad()
     def evaluate(self) -> dict:
         import torch.nn.functional as F
@@ -232,8 +246,12 @@ class Trainer:
             wall = sum(m["epoch_seconds"] for m in metrics)
             for _ in range(cfg.epochs - epoch if stop_after is None else min(stop_after, cfg.epochs - epoch)):
                 step, train_m = self.train_epoch(epoch, step)
-                test_m = self.evaluate()
                 epoch += 1
+                bn_stats = "running"
+                if cfg.bn_reestimate and (is_cycle_end(epoch, cfg.t0, cfg.tmult) or epoch == cfg.epochs):
+                    self.reestimate_bn(epoch)
+                    bn_stats = "reestimated"
+                test_m = {**self.evaluate(), "bn_stats": bn_stats}
                 base = {**identity, "epoch": epoch, "step": step, **self._peak_memory()}
                 test_m["lr"] = train_m["lr"]
                 metrics += [{**base, **train_m}, {**base, **test_m}]

@@ -21,8 +21,9 @@ from torch import Tensor
 
 
 def augment(x: Tensor, gen: torch.Generator, pad: int = 4, flip: bool = True,
-            cutout: int = 0) -> Tensor:
-    """Flip, random-fill pad and random crop, cutout; ``x`` is a uint8 batch (N, C, H, W)."""
+            cutout: int = 0, cutout_style: str = "official") -> Tensor:
+    """Flip, random-fill pad and random crop, then cutout (the official order); ``x`` is
+    a uint8 batch (N, C, H, W)."""
     n, c, h, w = x.shape
     dev = x.device
     if flip:
@@ -36,16 +37,35 @@ def augment(x: Tensor, gen: torch.Generator, pad: int = 4, flip: bool = True,
         ox = torch.randint(0, 2 * pad + 1, (n,), device=dev, generator=gen)
         x = _crop(padded, oy, ox, h, w)
     if cutout:
-        cy = torch.randint(0, h, (n, 1, 1), device=dev, generator=gen)
-        cx = torch.randint(0, w, (n, 1, 1), device=dev, generator=gen)
-        yy = torch.arange(h, device=dev).view(1, -1, 1)
-        xx = torch.arange(w, device=dev).view(1, 1, -1)
-        # a cutout x cutout square with top-left corner (cy - cutout//2, cx - cutout//2),
-        # clipped at the border (DeVries & Taylor 2017)
-        y0, x0 = cy - cutout // 2, cx - cutout // 2
-        hole = (yy >= y0) & (yy < y0 + cutout) & (xx >= x0) & (xx < x0 + cutout)
-        x = x.masked_fill(hole.unsqueeze(1), 0)
+        x = _cutout(x, gen, cutout, cutout_style)
     return x
+
+
+def _cutout(x: Tensor, gen: torch.Generator, size: int, style: str) -> Tensor:
+    """One ``size`` x ``size`` patch per image, clipped at the border.
+
+    * ``official`` ([P]'s code): the patch's top-left corner is uniform over
+      ``1 - size .. H - 1`` (MATLAB: ``randi([2-P, 32])``), so the patch may hang off
+      the border and every pixel is covered equally often, ``(size / (H + size - 1))^2``
+      of the images; the patch is filled with random integers 0-255.
+    * ``devries`` (DeVries & Taylor 2017): the patch's centre is uniform over the image;
+      the patch is filled with 0.
+    """
+    n, c, h, w = x.shape
+    dev = x.device
+    yy = torch.arange(h, device=dev).view(1, -1, 1)
+    xx = torch.arange(w, device=dev).view(1, 1, -1)
+    if style == "official":
+        y0 = torch.randint(1 - size, h, (n, 1, 1), device=dev, generator=gen)
+        x0 = torch.randint(1 - size, w, (n, 1, 1), device=dev, generator=gen)
+    else:
+        y0 = torch.randint(0, h, (n, 1, 1), device=dev, generator=gen) - size // 2
+        x0 = torch.randint(0, w, (n, 1, 1), device=dev, generator=gen) - size // 2
+    hole = ((yy >= y0) & (yy < y0 + size) & (xx >= x0) & (xx < x0 + size)).unsqueeze(1)
+    if style == "official":
+        fill = torch.randint(0, 256, x.shape, device=dev, dtype=x.dtype, generator=gen)
+        return torch.where(hole, fill, x)
+    return x.masked_fill(hole, 0)
 
 
 def _crop(padded: Tensor, oy: Tensor, ox: Tensor, h: int, w: int) -> Tensor:
@@ -67,10 +87,10 @@ class TensorBatches:
 
     def __init__(self, x: Tensor, y: Tensor, batch_size: int, device, *, train: bool,
                  gen: torch.Generator | None = None, pad: int = 4, flip: bool = True,
-                 cutout: int = 0, rank: int = 0, world_size: int = 1):
+                 cutout: int = 0, cutout_style: str = "official", rank: int = 0, world_size: int = 1):
         self.x, self.y = x.to(device), y.to(device)
         self.batch_size, self.train, self.gen = batch_size, train, gen
-        self.pad, self.flip, self.cutout = pad, flip, cutout
+        self.pad, self.flip, self.cutout, self.cutout_style = pad, flip, cutout, cutout_style
         self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
@@ -101,7 +121,7 @@ class TensorBatches:
             idx = order[i:i + self.batch_size]
             xb = self.x[idx]
             if self.train:
-                xb = augment(xb, self.gen, self.pad, self.flip, self.cutout)
+                xb = augment(xb, self.gen, self.pad, self.flip, self.cutout, self.cutout_style)
             yield xb.float().div_(255), self.y[idx]
 
 
@@ -231,8 +251,8 @@ def make_batches(cfg, ds, device, gen: torch.Generator, rank: int = 0, world_siz
             x, y = x[:cfg.train_subset], y[:cfg.train_subset]
         if cfg.test_subset:
             xt, yt = xt[:cfg.test_subset], yt[:cfg.test_subset]
-        return (TensorBatches(x, y, batch, device, train=True, gen=gen, pad=cfg.crop_pad,
-                              flip=cfg.flip, cutout=cfg.cutout, **common),
+        return (TensorBatches(x, y, batch, device, train=True, gen=gen, pad=cfg.crop_pad, flip=cfg.flip,
+                              cutout=cfg.cutout, cutout_style=cfg.cutout_style, **common),
                 TensorBatches(xt, yt, cfg.eval_batch_size, device, train=False, **common))
     out = []
     for train in (True, False):

@@ -45,6 +45,7 @@ class ResNet18(nn.Module):
                  fp32_first_last: bool = False):
         super().__init__()
         self.method = method = get_method(method)
+        fp32_first_last = fp32_first_last or method.fp32_first_last  # weights only, here
         self.conv1 = QConv2d(in_channels, 64, 7, 2, 3, method=method,
                              quantize_weight=not fp32_first_last)
         self.bn1 = BNReLU(64, method=method, affine=True)
