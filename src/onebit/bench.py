@@ -39,6 +39,7 @@ import torch
 
 from . import create_model, list_methods
 from .methods import ordered
+from .models import has_depth_width
 from .bits import is_channels_last
 from .step import train_step
 from .stepbench import benchmark, make_optimizer, state_bytes
@@ -284,7 +285,7 @@ def cost(grid_path, device: torch.device, s: Sizes, log=print) -> list[dict]:
     rows = []
     for r in grid.itertuples():
         ds = get_dataset(r.dataset)
-        kw = {"depth": r.depth, "width": r.width} if r.arch == "wrn" else {}
+        kw = {"depth": r.depth, "width": r.width} if has_depth_width(r.arch) else {}
         shape = (ds.in_channels, ds.image_size, ds.image_size)
         gpus = max(1, r.gpus)
         per_gpu = r.batch_size // gpus

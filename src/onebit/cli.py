@@ -20,8 +20,10 @@ class UserError(Exception):
 
 
 def _arch_kwargs(args) -> dict:
+    from .models import has_depth_width
+
     kw = {}
-    if args.arch == "wrn":
+    if has_depth_width(args.arch):
         kw.update(depth=args.depth, width=args.width)
     if args.num_classes is not None:
         kw["num_classes"] = args.num_classes
@@ -328,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="method, comma-separated methods, or 'all' (default: %(default)s)")
     m.add_argument("--image-size", type=_positive(int), default=224)
     m.add_argument("--batch-size", type=_positive(int), default=256)
-    m.add_argument("--depth", type=int, default=20, help="WRN depth (6n+2)")
+    m.add_argument("--depth", type=int, default=20, help="depth of a wide ResNet (wrn: 6n+2)")
     m.add_argument("--width", type=_positive(float), default=10, help="WRN width k")
     m.add_argument("--num-classes", type=_positive(int), default=None)
     m.add_argument("--in-channels", type=_positive(int), default=None)
@@ -352,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--method", default="all", help="methods (comma-separated) or 'all' of those whose "
                    "forward equals fp32's")
     f.add_argument("--arch", default="wrn")
-    f.add_argument("--depth", type=int, default=8, help="WRN depth (6n+2)")
+    f.add_argument("--depth", type=int, default=8, help="depth of a wide ResNet (wrn: 6n+2)")
     f.add_argument("--width", type=_positive(float), default=1, help="WRN width k")
     f.add_argument("--num-classes", type=_positive(int), default=None)
     f.add_argument("--in-channels", type=_positive(int), default=None)

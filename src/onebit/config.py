@@ -54,8 +54,9 @@ class TrainConfig:
     dataset: str = option("cifar10", "registered dataset", registry="dataset", required=True)
     arch: str = option("wrn", "registered model", registry="model", required=True)
     method: str = option("fp32", "registered method (onebit methods)", registry="method", required=True)
-    depth: int = option(20, "WRN depth, 6n+2 (wrn only)", minimum=1)
-    width: float = option(4, "WRN width k: 16k/32k/64k channels (wrn only)", exclusive_minimum=0)
+    depth: int = option(20, "depth of a wide ResNet: 6n+2 (wrn), 8n+2 (wrn_imagenet)", minimum=1)
+    width: float = option(4, "width k of a wide ResNet: 16k/32k/64k channels (wrn), 64k/.../512k "
+                          "(wrn_imagenet)", exclusive_minimum=0)
     epochs: int = option(63, "epochs; 63 / 127 end a cycle with t0=1, tmult=2 (126 / 254 with t0=2)",
                          minimum=1, required=True)
     seed: int = option(0, "seed of initialisation, data order, augmentation and noise", minimum=0,
@@ -119,7 +120,9 @@ class TrainConfig:
 
     def model_kwargs(self, num_classes: int, in_channels: int) -> dict:
         kw = dict(num_classes=num_classes, in_channels=in_channels, fp32_first_last=self.fp32_first_last)
-        if self.arch in ("wrn", "wrn_imagenet"):
+        from .models import has_depth_width
+
+        if has_depth_width(self.arch):  # the wide ResNets
             kw.update(depth=self.depth, width=self.width, bn_affine=self.bn_affine,
                       pool_count_pad=self.pool_count_pad)
         return kw

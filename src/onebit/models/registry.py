@@ -15,6 +15,14 @@ def list_models() -> list[str]:
     return MODELS.names()
 
 
+def has_depth_width(arch: str) -> bool:
+    """Whether a registered architecture takes ``depth`` and ``width`` (the wide ResNets)."""
+    import inspect
+
+    params = inspect.signature(MODELS.get(arch)).parameters
+    return "depth" in params and "width" in params
+
+
 def create_model(arch: str, method="fp32", **arch_kwargs) -> nn.Module:
     """Build a registered architecture with a registered method.
 
