@@ -223,3 +223,99 @@ def test_report_notebook_runs_from_the_repository_as_it_is(smoke, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = out.read_text()
     assert "Same network, same budget" in text and "Traceback" not in text
+
+
+def chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--window-size=1400,4000"]
+
+
+@needs_fashion
+@pytest.mark.skipif(not chromium(), reason="no Chromium here (.ci/run installs Debian's chromium)")
+def test_report_renders_with_no_empty_section_and_fits_the_window(smoke, tmp_path):
+    """The report as a reader meets it: rendered by Chromium at 1400 pixels, it opens with
+    the headline table, every section holds a table, a figure or text, nothing is wider
+    than the window, and the screenshot is not blank."""
+    import html as htmllib
+    import re
+
+    from matplotlib.image import imread
+
+    page = tmp_path / "report.html"
+    # a script that writes the page's width into the page, for --dump-dom to read back
+    page.write_text((smoke / "reports/smoke/report.html").read_text().replace(
+        "</body>", "<script>window.addEventListener('load', () => { const d = document.createElement('div');"
+        " d.id = 'measured-width'; d.textContent = document.documentElement.scrollWidth;"
+        " document.body.appendChild(d); });</script></body>"))
+    flags = [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([chromium(), *flags, "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=180).stdout
+    width = int(re.search(r'id="measured-width">(\d+)<', dom).group(1))
+    assert width <= 1400, f"the page is {width} pixels wide"
+    sections = re.split(r"<h2[^>]*>", dom)[1:]
+    titles = [htmllib.unescape(re.sub(r"<[^>]+>", "", s.split("</h2>")[0])).strip() for s in sections]
+    assert titles[0].startswith("Claims and what was reproduced") and len(titles) >= 9, titles
+    for title, body in zip(titles, sections):
+        content = body.split("</h2>", 1)[1]
+        text = re.sub(r"\s+", " ", htmllib.unescape(re.sub(r"<[^>]+>", " ", content))).strip()
+        assert "<table" in content or "<img" in content or len(text) > 80, f"section {title!r} is empty"
+        assert "Traceback" not in text and "Error" not in text.split(" ")[:3], title
+    shot = tmp_path / "report.png"
+    subprocess.run([chromium(), *flags, f"--screenshot={shot}", page.as_uri()], capture_output=True,
+                   timeout=180)
+    pixels = imread(shot)
+    assert pixels.shape[1] == 1400 and pixels[..., :3].std() > 0.05  # rendered, not blank
+
+
+HOSTILE = "x y'\"$(touch INJECTED)`touch INJECTED`;touch INJECTED"
+TINY = ("row\ttable\tdataset\tarch\tdepth\twidth\tmethod\tepochs\tseeds\tbatch_size\tcrop_pad\ttrain_subset"
+        "\ttest_subset\tmemory\n"
+        "tiny\tbaseline\tfashion_mnist\twrn\t8\t0.25\tfp32\t1\t0\t64\t0\t128\t64\tm\n")
+
+
+@needs_fashion
+def test_hostile_values_never_reach_a_shell(workdir, tmp_path):
+    """Values that reach shell lines (the data folder, a plugin file's name) are quoted: a
+    run with them completes and nothing is injected; those that cannot be made safe (row
+    ids, grid names, devices, memory networks) are refused before any job."""
+    import yaml
+
+    grid = tmp_path / "tiny.tsv"
+    grid.write_text(TINY)
+    plugin = tmp_path / f"{HOSTILE}.py"
+    plugin.write_text("# registers nothing\n")
+    config = {"grid": "hostile", "grids": {"hostile": str(grid)}, "data_root": f"data/{HOSTILE}",
+              "plugins": [str(plugin)], "fidelity": {}, "memory": {"hostile": {"m": {
+                  "arch": "wrn", "depth": 8, "width": 0.25, "image_size": 28, "in_channels": 1, "batch_size": 2,
+                  "steps": 1}}}}
+    cfg = tmp_path / "hostile.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    proc = snakemake(workdir, "--cores", "2", "--configfile", str(cfg))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (workdir / "reports/hostile/report.html").exists()
+    data = json.loads((workdir / "results/hostile/data/fashion_mnist.json").read_text())
+    assert data["data_root"].endswith(f"data/{HOSTILE}")  # reached onebit literally, whole
+    refused = {
+        "row id": {"grids": {"hostile": str(_write(tmp_path / "g.tsv", TINY.replace("tiny\t", "a$(touch INJECTED)\t")))}},
+        "grid name": {"grid": "a;touch INJECTED", "grids": {"a;touch INJECTED": str(grid)}},
+        "device": {"device": "cpu$(touch INJECTED)"},
+        "memory network": {"memory": {"hostile": {"m": {"arch": "wrn;touch INJECTED", "image_size": 8,
+                                                         "batch_size": 2}}}},
+    }
+    for what, change in refused.items():
+        bad = tmp_path / f"bad-{what.replace(' ', '-')}.yaml"
+        bad.write_text(yaml.safe_dump({**config, **change}))
+        proc = snakemake(workdir, "--cores", "2", "--configfile", str(bad))
+        assert proc.returncode != 0, what
+        assert "rule " not in proc.stdout + proc.stderr.split("Error")[0], what  # no job started
+    assert not list(workdir.rglob("INJECTED")) and not list(tmp_path.rglob("INJECTED"))
+    assert not Path("INJECTED").exists()
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path

@@ -62,14 +62,25 @@ def load_published(path) -> pd.DataFrame:
 
 
 def summarize(metrics: pd.DataFrame, grid: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
-    """One line per grid row: final test error (mean, std, n over seeds) vs the paper."""
+    """One line per grid row: final test error (mean, std, n over seeds) vs the paper.
+
+    ``recipe`` identifies everything a row's runs share but the method (its run columns
+    without ``method``): rows of one recipe differ only in the method, so their errors
+    compare (see :func:`gaps`)."""
+    from .grid import RUN_COLUMNS
+
     last = metrics[metrics["split"] == "test"].sort_values("epoch").groupby(["row", "seed"]).tail(1)
     agg = last.groupby("row").agg(test_err_mean=("top1_err", "mean"), test_err_std=("top1_err", "std"),
                                   seeds=("seed", "nunique"), epochs_done=("epoch", "max"))
+    if "top5_err" in last:
+        agg["test_top5_mean"] = last.groupby("row")["top5_err"].mean()
     agg["wall_seconds"] = metrics.groupby("row")["epoch_seconds"].sum() / agg["seeds"]
-    cols = ["row", "table", "dataset", "arch", "depth", "width", "method", "epochs", "paper_source",
-            "paper_table", "paper_row", "memory"]
-    out = grid[cols].reset_index(drop=True).merge(agg.reset_index(), on="row", how="left")
+    cols = ["row", "table", "dataset", "arch", "depth", "width", "method", "epochs", "train_subset",
+            "test_subset", "paper_source", "paper_table", "paper_row", "memory"]
+    out = grid[cols].reset_index(drop=True)
+    out["recipe"] = [json.dumps({c: _plain(r[c]) for c in RUN_COLUMNS if c != "method"}, sort_keys=True)
+                     for _, r in grid.iterrows()]
+    out = out.merge(agg.reset_index(), on="row", how="left")
     top1 = published[published["metric"] == "top1_err"][
         ["paper_source", "paper_table", "paper_row", "dataset", "value"]].rename(columns={"value": "paper_err"})
     out = out.merge(top1, on=["paper_source", "paper_table", "paper_row", "dataset"], how="left")
@@ -77,28 +88,34 @@ def summarize(metrics: pd.DataFrame, grid: pd.DataFrame, published: pd.DataFrame
     return out
 
 
+def _plain(v):
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
 def gaps(summary: pd.DataFrame) -> pd.DataFrame:
-    """Each method's error minus the 32-bit error of the same dataset, depth and width."""
-    keys = ["dataset", "depth", "width"]
-    base = summary[summary["method"] == "fp32"][keys + ["test_err_mean"]].rename(
-        columns={"test_err_mean": "fp32_err"})
-    out = summary[summary["method"] != "fp32"].merge(base, on=keys, how="inner")
+    """Each method's error minus the 32-bit error of the same recipe (dataset, network,
+    schedule, augmentation: every run field but the method)."""
+    keys = ["dataset", "arch", "depth", "width"]
+    base = summary[summary["method"] == "fp32"][["recipe", "test_err_mean", "row"]].rename(
+        columns={"test_err_mean": "fp32_err", "row": "fp32_row"})
+    out = summary[summary["method"] != "fp32"].merge(base, on="recipe", how="inner")
     out["gap"] = out["test_err_mean"] - out["fp32_err"]
-    return out[keys + ["method", "row", "fp32_err", "test_err_mean", "gap"]]
+    return out[keys + ["method", "row", "fp32_row", "fp32_err", "test_err_mean", "gap"]]
 
 
 def paper_gaps(published: pd.DataFrame) -> pd.DataFrame:
-    """The same differences in the published numbers (within one source)."""
-    pub = published[(published["metric"] == "top1_err") & published["arch"].eq("wrn")].copy()
-    pub["depth"] = pd.to_numeric(pub["depth"])
-    pub["width"] = pd.to_numeric(pub["width"])
-    # compare like with like: [P]'s "++" (cutout) rows only with each other
+    """The same differences in the published numbers: a row's value minus the 32-bit
+    value of the same source, dataset, metric, network and epochs ([P]'s "++" (cutout)
+    rows only with each other)."""
+    pub = published[published["metric"].isin(["top1_err", "top5_err"])].copy()
     pub["variant"] = pub["paper_row"].str.endswith("-cutout").map({True: "cutout", False: ""})
-    keys = ["paper_source", "dataset", "depth", "width", "variant"]
-    base = pub[pub["method"] == "fp32"][keys + ["value"]].rename(columns={"value": "fp32_err"})
+    keys = ["paper_source", "dataset", "metric", "arch", "depth", "width", "epochs", "variant"]
+    pub[keys] = pub[keys].astype(str)  # empty cells compare equal
+    base = pub[pub["method"] == "fp32"][keys + ["value"]].drop_duplicates(keys).rename(columns={"value": "fp32_err"})
     out = pub[pub["method"] != "fp32"].merge(base, on=keys, how="inner")
     out["gap"] = out["value"] - out["fp32_err"]
-    return out[keys + ["method", "paper_row", "fp32_err", "value", "gap"]].rename(columns={"value": "err"})
+    return out[keys + ["method", "paper_table", "paper_row", "fp32_err", "value", "gap"]].rename(
+        columns={"value": "err"})
 
 
 STEP_COLUMNS = ["device", "step_seconds", "step_ratio_vs_fp32", "largest_batch", "budget_bytes",

@@ -1,4 +1,12 @@
-"""Figures: pure functions of the tidy tables (:mod:`onebit.analysis`) -> matplotlib Figure."""
+"""Figures: pure functions of the tidy tables (:mod:`onebit.analysis`) -> matplotlib Figure.
+
+Every figure gives each method the same colour (:data:`COLORS`: the paper's methods in
+strong hues, comparators grey and brown, peers in a separate family of hues, ablations
+pink and olive), lists methods in one order, writes method names along the y axis
+(horizontal: no overlapping labels), and draws the peers, whose errors are tens of
+points higher at these budgets, in a panel of their own so that they do not squash the
+scale of the 0-3 point gaps that matter.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +16,27 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator  # noqa: E402
 
 from .methods import ordered as _order  # noqa: E402
+
+COLORS = {
+    "fp32": "#000000", "w1": "#0072B2", "cl": "#E69F00", "cl-strict": "#D55E00", "w1+cl": "#CC79A7",
+    "ckpt": "#999999", "act2": "#8C564B", "bc": "#009E73", "bwn": "#56B4E9", "xnor": "#2CA02C",
+    "bnn": "#17BECF", "cl-det": "#F0E442", "cl-gauss": "#7F7F00",
+}
+_EXTRA = sns.color_palette("dark", 10).as_hex()
+PEERS = {"bc", "bwn", "xnor", "bnn"}
+
+
+def palette(methods) -> dict:
+    """Method -> colour; methods without a fixed colour (plugins) get distinct dark hues."""
+    extra = iter(_EXTRA)
+    return {m: COLORS.get(m) or next(extra, "#444444") for m in _order(methods)}
+
+
+def _group(methods: pd.Series) -> pd.Series:
+    return methods.map(lambda m: "peers (their own definitions)" if m in PEERS else "the paper's methods and others")
 
 
 def _empty(text: str, figsize=(6.4, 1.6)) -> plt.Figure:
@@ -21,56 +48,119 @@ def _empty(text: str, figsize=(6.4, 1.6)) -> plt.Figure:
 
 
 def _label(df: pd.DataFrame) -> pd.Series:
-    width = df["width"].map(lambda w: "" if pd.isna(w) else f"-{float(w):g}")
-    depth = df["depth"].map(lambda d: "" if pd.isna(d) else f"-{int(d)}")
-    return df["dataset"] + " " + df["arch"] + depth + width
+    from .reporting import dataset_name, network
+
+    return df["dataset"].map(dataset_name) + " " + df.apply(network, axis=1)
+
+
+def _binary_bytes(v, _pos=None) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if v >= scale:
+            return f"{v / scale:.3g} {unit}"
+    return f"{v:.3g} B"
 
 
 def error_curves(metrics: pd.DataFrame) -> plt.Figure:
-    """Test error per epoch per method, one panel per dataset and network."""
+    """Test error per epoch per method, one panel per dataset and network; the peers in
+    panels of their own."""
     test = metrics[metrics["split"] == "test"].copy()
     test["network"] = _label(test)
-    g = sns.relplot(data=test, x="epoch", y="top1_err", hue="method", hue_order=_order(test["method"]),
-                    col="network", kind="line", errorbar="sd", marker="o", facet_kws={"sharey": False},
-                    height=3.2, aspect=1.2)
-    g.set_titles("{col_name}")
-    g.set_axis_labels("epoch", "test error (%)")
-    g.figure.suptitle("Test error per epoch (mean ± sd over seeds)", y=1.03)
-    return g.figure
+    test["group"] = _group(test["method"])
+    panels = sorted(test.groupby(["network", "group"]).groups, key=lambda k: (k[0], k[1].startswith("peers")))
+    pal = palette(test["method"])
+    cols = min(2, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.4 * rows), squeeze=False)
+    for ax, (net, group) in zip(axes.flat, panels):
+        part = test[(test["network"] == net) & (test["group"] == group)]
+        sns.lineplot(data=part, x="epoch", y="top1_err", hue="method", hue_order=_order(part["method"]),
+                     palette=pal, errorbar="sd", marker="o", ax=ax)
+        ax.set_title(f"{net}\n{group}", fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test error (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+    for ax in axes.flat[len(panels):]:
+        ax.set_axis_off()
+    fig.suptitle("Test error per epoch (mean ± sd over seeds)")
+    fig.tight_layout()
+    return fig
 
 
-def error_vs_paper(summary: pd.DataFrame, metrics: pd.DataFrame) -> plt.Figure:
-    """Final test error per method and width; the paper's value as a black cross where published."""
+def _final(summary: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     last = metrics[metrics["split"] == "test"].sort_values("epoch").groupby(["row", "seed"]).tail(1).copy()
     last = last.merge(summary[["row", "paper_err"]], on="row", how="left")
     last["network"] = _label(last)
-    order = _order(last["method"])
-    g = sns.catplot(data=last, x="method", y="top1_err", hue="network", order=order, kind="point",
-                    errorbar="sd", dodge=0.3 if last["network"].nunique() > 1 else False, height=3.6, aspect=1.6, linestyles="none")
-    pub = summary.dropna(subset=["paper_err"])
-    if len(pub):
-        g.ax.scatter([order.index(m) for m in pub["method"]], pub["paper_err"], marker="x", color="k",
-                     s=60, label="paper", zorder=5)
-        g.ax.legend(loc="best", fontsize=8)
-    g.set_axis_labels("method", "final test error (%)")
-    g.figure.suptitle("Final test error (mean ± sd over seeds); x = published value", y=1.03)
-    return g.figure
+    return last
 
 
-def gap_vs_baseline(ours: pd.DataFrame, paper: pd.DataFrame) -> plt.Figure:
-    """Each method's gap to the 32-bit network against the 32-bit error: ours and the paper's."""
-    a = ours.assign(source="this suite: " + ours["dataset"], err=ours["test_err_mean"])
-    b = paper.assign(source="paper: " + paper["dataset"] + " (" + paper["paper_source"] + ")")
-    both = pd.concat([a[["source", "method", "fp32_err", "gap", "width"]],
-                      b[["source", "method", "fp32_err", "gap", "width"]]], ignore_index=True)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    sns.scatterplot(data=both, x="fp32_err", y="gap", hue="method", style="source",
-                    hue_order=_order(both["method"]), s=70, ax=ax)
-    ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xlabel("32-bit test error (%)")
-    ax.set_ylabel("method − 32-bit error (percentage points)")
-    ax.set_title("Gap to the 32-bit network")
-    ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
+def error_vs_paper(summary: pd.DataFrame, metrics: pd.DataFrame) -> plt.Figure:
+    """Final test error per method (one line each) and network (colour); the published
+    value of the same row and dataset as a black cross where the paper gives one."""
+    last = _final(summary, metrics)
+    groups = [g for g in ("the paper's methods and others", "peers (their own definitions)")
+              if g in set(_group(last["method"]))]
+    nets = sorted(last["network"].unique())
+    netpal = dict(zip(nets, sns.color_palette("colorblind", len(nets))))
+    heights = [len(set(last[_group(last["method"]) == g]["method"])) for g in groups]
+    fig, axes = plt.subplots(len(groups), 1, figsize=(7.5, 0.42 * sum(heights) + 1.6 * len(groups)),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    for ax, group in zip(axes[:, 0], groups):
+        part = last[_group(last["method"]) == group]
+        order = _order(part["method"])
+        sns.pointplot(data=part, y="method", x="top1_err", hue="network", hue_order=nets, palette=netpal,
+                      order=order, errorbar="sd", dodge=0.4 if len(nets) > 1 else False, linestyles="none",
+                      markers="o", ax=ax)
+        pub = summary[summary["method"].isin(order)].dropna(subset=["paper_err"])
+        if len(pub):
+            ax.scatter(pub["paper_err"], [order.index(m) for m in pub["method"]], marker="x", color="k", s=60,
+                       label="published", zorder=5)
+        ax.set_xlabel("final test error (%)")
+        ax.set_ylabel("")
+        ax.set_title(group, fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.suptitle("Final test error (mean ± sd over seeds); x = published value of the same row")
+    fig.tight_layout()
+    return fig
+
+
+def gap_vs_baseline(ours: pd.DataFrame, paper: pd.DataFrame, summary: pd.DataFrame) -> plt.Figure:
+    """Each method's gap to the 32-bit row of the same recipe: this grid's rows (dots, one
+    colour per network) and the published gaps of the paper rows the grid's rows stand
+    for (crosses), one line per method."""
+    links = set(zip(summary["paper_source"], summary["paper_table"], summary["paper_row"]))
+    top1 = paper[(paper["metric"] == "top1_err")] if "metric" in paper else paper
+    top1 = top1[[k in links for k in zip(top1["paper_source"], top1["paper_table"], top1["paper_row"])]]
+    if ours.empty and top1.empty:
+        return _empty("no method next to a 32-bit row of the same recipe in this grid")
+    a = ours.assign(network=_label(ours))
+    methods = list(a["method"]) + list(top1["method"])
+    groups = [g for g in ("the paper's methods and others", "peers (their own definitions)")
+              if g in set(_group(pd.Series(methods)))]
+    heights = [len(set(m for m in methods if _group(pd.Series([m]))[0] == g)) for g in groups]
+    fig, axes = plt.subplots(len(groups), 1, figsize=(8, 0.45 * sum(heights) + 1.8 * len(groups)),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    nets = sorted(a["network"].unique())
+    pal = dict(zip(nets, sns.color_palette("colorblind", len(nets))))
+    for ax, group in zip(axes[:, 0], groups):
+        order = _order([m for m in methods if _group(pd.Series([m]))[0] == group])
+        part = a[a["method"].isin(order)]
+        if len(part):
+            sns.stripplot(data=part, y="method", x="gap", hue="network", hue_order=nets, palette=pal, order=order,
+                          jitter=0.12, size=7, ax=ax)
+        pub = top1[top1["method"].isin(order)]
+        ax.scatter(pub["gap"], [order.index(m) for m in pub["method"]], marker="x", color="k", s=55, zorder=5,
+                   label="published gap of the row it stands for")
+        ax.set_yticks(range(len(order)), order)
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_xlabel("method − 32-bit test error (percentage points)")
+        ax.set_ylabel("")
+        ax.set_title(group, fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.suptitle("Gap to the 32-bit network of the same recipe: this grid (dots) and the papers (x)")
     fig.tight_layout()
     return fig
 
@@ -80,21 +170,26 @@ MEMORY_QUANTITIES = ["paper accounting", "autograd keeps", "step peak"]
 
 def memory_per_method(memory: pd.DataFrame) -> plt.Figure:
     """Bytes per image per method, three measurements side by side (the paper's
-    accounting, what autograd keeps, the peak of a real training step), log scale,
-    one panel per network."""
+    accounting, what autograd keeps, the peak of a real training step), log scale in
+    binary units, one panel per network."""
     tot = memory[memory["kind"] == "total"].copy()
     if tot.empty:
         return _empty("no memory measurement configured for this grid (memory: in config/config.yaml)")
     hue_order = [q for q in MEMORY_QUANTITIES if q in set(tot["quantity"])]
-    g = sns.catplot(data=tot, x="method", y="bytes_per_image", hue="quantity", hue_order=hue_order,
-                    col="measurement", order=_order(tot["method"]), kind="bar", height=3.4, aspect=1.3,
-                    sharey=False)
+    n = tot["measurement"].nunique()
+    g = sns.catplot(data=tot, y="method", x="bytes_per_image", hue="quantity", hue_order=hue_order,
+                    palette="colorblind", col="measurement", col_wrap=min(n, 2), order=_order(tot["method"]),
+                    kind="bar", height=0.28 * tot["method"].nunique() + 1.5, aspect=1.5, sharex=False)
     for ax in g.axes.flat:
-        ax.set_yscale("log")
-        ax.tick_params(axis="x", rotation=30)
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_locator(LogLocator(base=4))  # 64 KiB, 256 KiB, 1 MiB, 4 MiB, ...
+        ax.xaxis.set_minor_locator(LogLocator(base=2))
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda *_: ""))
+        ax.xaxis.set_major_formatter(FuncFormatter(_binary_bytes))
+        ax.grid(axis="x", alpha=0.3)
     g.set_titles("{col_name}")
-    g.set_axis_labels("method", "bytes per image (log)")
-    g.figure.suptitle("Training memory per image: three measurements", y=1.03)
+    g.set_axis_labels("bytes per image (log scale)", "")
+    g.figure.suptitle("Training memory per image: three measurements", y=1.02)
     return g.figure
 
 
@@ -102,20 +197,17 @@ def gradient_fidelity(fidelity: pd.DataFrame) -> plt.Figure:
     """Bias and spread of each method's weight gradient per layer, relative to the
     exact gradient's norm (log scale); the dotted line is the bias that the finite
     number of draws shows even for an unbiased method."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
     if fidelity.empty:
-        for ax in axes:
-            ax.text(0.5, 0.5, "no gradient-fidelity measurement configured for this grid",
-                    ha="center", va="center", transform=ax.transAxes)
-        return fig
+        return _empty("no gradient-fidelity measurement configured for this grid")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
     df = fidelity[fidelity["exact_norm"] > 0].copy()
-    order = _order(df["method"])
+    pal = palette(df["method"])
     layers = df.drop_duplicates("index").sort_values("index")["layer"].tolist()
     for ax, col, title in zip(axes, ["bias", "std"], ["bias: |mean gradient - exact|",
                                                       "spread of one draw"]):
         shown = df[df[col] > 0] if col == "bias" else df
-        sns.lineplot(data=shown, x="layer", y=col, hue="method", hue_order=order, marker="o", ax=ax,
-                     sort=False)
+        sns.lineplot(data=shown, x="layer", y=col, hue="method", hue_order=list(pal), palette=pal, marker="o",
+                     ax=ax, sort=False)
         if col == "bias":
             floor = df.groupby("layer", sort=False)["noise_floor"].max().reindex(layers)
             ax.plot(layers, floor.values, ":", color="grey", label="noise floor (max)")
