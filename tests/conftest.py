@@ -45,23 +45,26 @@ def write_fashion(folder: Path, n_train=96, n_test=40, size=28, seed=0) -> tuple
     return tuple(files)
 
 
-def cifar_tarball(path: Path, n_per_batch=20, cifar100=False, seed=0) -> str:
-    """A cifar-10/100-python.tar.gz with pickled batches; returns its md5."""
+def cifar_tarball(path: Path, n_per_batch=20, cifar100=False, seed=0) -> tuple:
+    """A cifar-10/100-python.tar.gz with pickled batches; returns its md5 and the
+    (name, md5) of every batch file in it."""
     rng = np.random.default_rng(seed)
     buf = io.BytesIO()
     folder = "cifar-100-python" if cifar100 else "cifar-10-batches-py"
     names = ["train", "test"] if cifar100 else [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     key = "fine_labels" if cifar100 else "labels"
+    file_md5s = []
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         for name in names:
             batch = {"data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
-                     key: list(rng.integers(0, 100 if cifar100 else 10, n_per_batch))}
+                     key: [int(v) for v in rng.integers(0, 100 if cifar100 else 10, n_per_batch)]}
             data = pickle.dumps(batch, protocol=2)
             info = tarfile.TarInfo(f"{folder}/{name}")
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
+            file_md5s.append((name, md5(data)))
     path.write_bytes(buf.getvalue())
-    return md5(buf.getvalue())
+    return md5(buf.getvalue()), tuple(file_md5s)
 
 
 @pytest.fixture
@@ -81,11 +84,11 @@ def tiny_cifar(tmp_path):
     """Registers ``tiny_cifar10`` served from a file:// URL (download, md5, extract)."""
     served = tmp_path / "served"
     served.mkdir()
-    digest = cifar_tarball(served / "cifar-10-python.tar.gz")
+    digest, file_md5s = cifar_tarball(served / "cifar-10-python.tar.gz")
     DATASETS.register("tiny_cifar10", Cifar(
         "tiny_cifar10", 10, 3, 32, url=(served / "cifar-10-python.tar.gz").as_uri(), md5=digest,
         folder="cifar-10-batches-py", train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
-        test_files=("test_batch",)))
+        test_files=("test_batch",), file_md5s=file_md5s))
     yield tmp_path / "data"
     DATASETS.unregister("tiny_cifar10")
 

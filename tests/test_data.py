@@ -53,6 +53,68 @@ def test_cifar_bad_archive_is_refused(tiny_cifar, tmp_path):
         get_dataset("tiny_cifar10").load(tiny_cifar, train=True)
 
 
+class _Payload:
+    """Unpickling this runs code (os.system), as a crafted file would."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _replace_batch(root, name, obj):
+    import pickle
+
+    path = root / "cifar-10-batches-py" / name
+    path.write_bytes(pickle.dumps(obj, protocol=2))
+    return path
+
+
+@pytest.mark.parametrize("content", ["payload", "zeros", "truncated"])
+def test_cifar_batch_files_are_verified_at_every_read_and_never_run(tiny_cifar, tmp_path, content):
+    """After extraction, a batch file replaced by a crafted pickle, by 60 zero images or
+    cut short is refused with its name before it is unpickled."""
+    import numpy as np
+
+    ds = get_dataset("tiny_cifar10")
+    ds.load(tiny_cifar, train=True)  # downloaded, verified, extracted
+    marker = tmp_path / "PWNED"
+    if content == "payload":
+        path = _replace_batch(tiny_cifar, "data_batch_2", {"data": _Payload(marker), "labels": [0]})
+    elif content == "zeros":
+        path = _replace_batch(tiny_cifar, "data_batch_2", {"data": np.zeros((60, 3072), np.uint8), "labels": [0] * 60})
+    else:
+        path = tiny_cifar / "cifar-10-batches-py" / "data_batch_2"
+        path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(DatasetError, match=f"checksum mismatch for {path}"):
+        ds.load(tiny_cifar, train=True)
+    assert not marker.exists()
+
+
+def test_cifar_unpickler_refuses_code_even_with_a_matching_checksum(tmp_path):
+    """Defence in depth: a file whose checksum someone registered still cannot run code."""
+    import hashlib
+    import pickle
+
+    from onebit.data.datasets import Cifar
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    marker = tmp_path / "PWNED"
+    data = pickle.dumps({"data": _Payload(marker), "labels": [0]}, protocol=2)
+    for name in ("data_batch_1", "test_batch"):
+        (folder / name).write_bytes(data)
+    md5 = hashlib.md5(data).hexdigest()
+    ds = Cifar("x", 10, 3, 32, url="file:///nonexistent/cifar-10-python.tar.gz", md5="0" * 32,
+               folder="cifar-10-batches-py", train_files=("data_batch_1",), test_files=("test_batch",),
+               file_md5s=(("data_batch_1", md5), ("test_batch", md5)))
+    with pytest.raises(DatasetError, match="refused to load posix.system"):
+        ds.load(tmp_path, train=True)
+    assert not marker.exists()
+
+
 def test_cifar_offline_error_is_readable(tmp_path):
     from onebit.data.datasets import Cifar
     ds = Cifar("x", 10, 3, 32, url="http://127.0.0.1:9/cifar-10-python.tar.gz", md5="0" * 32,
@@ -135,3 +197,13 @@ def test_cli_data_writes_its_json_atomically_and_nothing_on_a_bad_file(tiny_fash
     err = capsys.readouterr().err
     assert str(path) in err and "checksum" in err
     assert not out.exists()
+
+
+def test_imagenet_tree_shape_is_checked(tiny_imagenet):
+    from onebit.data.datasets import ImageNet
+
+    get_dataset("tiny_imagenet").prepare(tiny_imagenet)  # 3 classes, as registered
+    with pytest.raises(DatasetError, match="holds 3 class folders, 1000 expected"):
+        ImageNet("imagenet", 1000, 3, 224, in_memory=False).prepare(tiny_imagenet)
+    with pytest.raises(DatasetError, match="holds 12 images, 13 expected"):
+        ImageNet("x", 3, 3, 32, in_memory=False, images=(13, 6)).prepare(tiny_imagenet)

@@ -276,3 +276,55 @@ def test_killed_and_concurrent_pipeline(tmp_path):
     retrained = rerun.stderr.count("rule train:") + rerun.stdout.count("rule train:")
     total = len(list(tmp_path.glob("results/smoke/runs/*/*/final.json")))
     assert retrained == total - len(done) + rerun_done and len(done) >= 1 and n_rows >= 1
+
+
+def test_collect_stops_when_metrics_disagree_with_final(tiny_fashion, tmp_path):
+    """A truncated metrics file would report an earlier epoch as final: collect names the run."""
+    from onebit.analysis import InconsistentRun, tidy_metrics
+    from onebit.grid import load_grid
+
+    run = tmp_path / "runs" / "r1" / "seed0"
+    train(tiny_cfg(tiny_fashion), run, log=lambda *_: None)
+    grid_tsv = tmp_path / "g.tsv"
+    grid_tsv.write_text("row\ttable\tdataset\tarch\tmethod\tepochs\tseeds\nr1\tt\tfashion_mnist\twrn\tfp32\t3\t0\n")
+    grid = load_grid(grid_tsv, check=False)
+    assert len(tidy_metrics([run / "final.json"], grid)) == 6
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text("\n".join(lines[:4]) + "\n")
+    with pytest.raises(InconsistentRun, match=f"{run}.*last epoch 2, final.json says 3"):
+        tidy_metrics([run / "final.json"], grid)
+
+
+def test_export_never_overwrites_its_input(tiny_fashion, tmp_path, capsys):
+    from onebit.cli import main
+
+    train(tiny_cfg(tiny_fashion, method="w1", epochs=2), tmp_path / "r", log=lambda *_: None)
+    ck = tmp_path / "r" / "checkpoint.pt"
+    before = ck.read_bytes()
+    for out, says in ((ck, "also an input"), (tmp_path / "r" / "checkpoint.pt.prev", "also an input"),
+                      (tmp_path / "r", "is a folder")):
+        assert main(["export", str(ck), "-o", str(out)]) == 2
+        assert says in capsys.readouterr().err
+    assert ck.read_bytes() == before
+
+
+@pytest.mark.parametrize("arg", ["--crop-pad=-1", "--seed=18446744073709551616", "--device=tpu", "--cutout=-7",
+                                 "--device=cuda", "--cutout-style=centre", "--lr-min=0.5"])
+def test_check_refuses_what_training_refuses(arg, tmp_path, capsys):
+    """--check and training validate the same (the trainer's constructor): each of these
+    was once accepted by --check and refused (or silently recorded) by training."""
+    from onebit.cli import main
+    from onebit.config import from_namespace
+    from onebit.train import Trainer
+
+    try:
+        code = main(["train", "--out", str(tmp_path / "o"), "--check", arg])
+    except SystemExit as e:
+        code = e.code
+    assert code == 2 and "Traceback" not in capsys.readouterr().err
+    if arg in ("--device=cuda", "--lr-min=0.5"):  # parsed fine, refused by the trainer itself
+        from onebit.cli import build_parser
+
+        ns = build_parser().parse_args(["train", "--out", "o", arg.replace("0.5", "0.5"), "--lr-max", "0.1"])
+        with pytest.raises(ValueError):
+            Trainer(from_namespace(ns), tmp_path / "o")

@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import sys
+from pathlib import Path
 
 from .registry import UnknownNameError
 
@@ -44,6 +45,18 @@ def _positive(kind):
     return parse
 
 
+def _int_in(lo: int, hi: int):
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got {text!r}")
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got {text!r}")
+        return v
+    return parse
+
+
 def _byte_size(text):
     from .stepbench import parse_bytes
 
@@ -51,6 +64,23 @@ def _byte_size(text):
         return parse_bytes(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e))
+
+
+def _check_output(output: "str | None", *inputs, inside: "str | None" = None) -> None:
+    """Refuse an output path that is one of the command's inputs, lies inside a folder the
+    command reads (``inside``), or is a folder: nothing a command reads is overwritten."""
+    if not output:
+        return
+    out = Path(output).resolve()
+    if out.is_dir():
+        raise UserError(f"the output {output} is a folder; give a file path")
+    for src in inputs:
+        if src and Path(src).resolve() == out:
+            raise UserError(f"the output {output} is also an input of this command; choose another path "
+                            "(nothing was written)")
+    if inside and out.is_relative_to(Path(inside).resolve()):
+        raise UserError(f"the output {output} lies inside {inside}, which this command reads; choose a path "
+                        "outside it (nothing was written)")
 
 
 def _emit(text: str, output: "str | None") -> None:
@@ -67,6 +97,10 @@ def _emit(text: str, output: "str | None") -> None:
 def cmd_memory(args) -> int:
     import torch
 
+    from .config import check_device
+
+    _check_output(args.output)
+    check_device(args.device)
     from . import create_model, list_methods
     from .memory import format_bytes, measure
     from .stepbench import benchmark
@@ -139,6 +173,7 @@ def cmd_fidelity(args) -> int:
     from .fidelity import gradient_fidelity, same_forward_methods
     from .runio import CorruptCheckpoint, load_checkpoint
 
+    _check_output(args.output, args.checkpoint)
     methods = same_forward_methods() if args.method == "all" else args.method.split(",")
     kwargs, state = _arch_kwargs(args), None
     if args.checkpoint:
@@ -146,6 +181,8 @@ def cmd_fidelity(args) -> int:
             ckpt = load_checkpoint(args.checkpoint, map_location="cpu")
         except (FileNotFoundError, CorruptCheckpoint) as e:
             raise UserError(f"cannot use checkpoint {args.checkpoint}: {e}")
+        if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
+            raise UserError(f"{args.checkpoint} is not a onebit training checkpoint (needs 'config' and 'model')")
         config = dict(ckpt["config"])
         args.arch = config.pop("arch")
         config.pop("method")
@@ -185,6 +222,8 @@ def cmd_export(args) -> int:
 
     from .runio import CorruptCheckpoint, load_checkpoint, previous_checkpoint
 
+    out = args.output or os.path.splitext(args.checkpoint)[0] + ".onebit"
+    _check_output(out, args.checkpoint, previous_checkpoint(args.checkpoint))
     try:
         ckpt = load_checkpoint(args.checkpoint, map_location="cpu")
     except FileNotFoundError:
@@ -197,7 +236,6 @@ def cmd_export(args) -> int:
     config = dict(ckpt["config"])
     model = create_model(config.pop("arch"), config.pop("method"), **config)
     model.load_state_dict(ckpt["model"])
-    out = args.output or os.path.splitext(args.checkpoint)[0] + ".onebit"
     try:
         size = export_packed(model, out)
     except ValueError as e:
@@ -210,10 +248,9 @@ def cmd_export(args) -> int:
 
 def cmd_train(args) -> int:
     from .config import from_namespace
-    from .data import DatasetError
     from .rundir import StateVersionError
     from .runio import RunLocked
-    from .train import NonFiniteLoss, Trainer
+    from .train import Trainer
 
     trainer = Trainer(from_namespace(args), args.out, log=print)  # validates, as --check does
     if args.check:
@@ -222,17 +259,17 @@ def cmd_train(args) -> int:
         return 0
     try:
         trainer.run()
-    except (DatasetError, RunLocked, StateVersionError) as e:
+    except (RunLocked, StateVersionError) as e:
         raise UserError(str(e))
-    except NonFiniteLoss as e:
-        print(f"onebit train: error: {e}", file=sys.stderr)
-        return 3
     return 0
 
 
 def cmd_bench(args) -> int:
     from .bench import format_report, run
+    from .config import check_device
 
+    _check_output(args.output, args.grid)
+    check_device(args.device)
     parts = tuple(args.parts.split(","))
     unknown = set(parts) - {"check", "speed", "cost", "train"}
     if unknown:
@@ -274,15 +311,11 @@ def cmd_methods(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from pathlib import Path
-
-    from .data import DatasetError, get_dataset
+    from .data import get_dataset
 
     ds = get_dataset(args.dataset)
-    try:
-        ds.prepare(Path(args.data_root))
-    except DatasetError as e:
-        raise UserError(str(e))
+    _check_output(args.output, inside=args.data_root)
+    ds.prepare(Path(args.data_root))  # a missing or damaged file: DatasetError, exit 3
     info = {"dataset": ds.name, "data_root": str(Path(args.data_root).resolve()), "verified": True,
             "num_classes": ds.num_classes, "in_channels": ds.in_channels, "image_size": ds.image_size}
     _emit(json.dumps(info) + "\n", args.output)
@@ -330,13 +363,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="method, comma-separated methods, or 'all' (default: %(default)s)")
     m.add_argument("--image-size", type=_positive(int), default=224)
     m.add_argument("--batch-size", type=_positive(int), default=256)
-    m.add_argument("--depth", type=int, default=20, help="depth of a wide ResNet (wrn: 6n+2)")
+    m.add_argument("--depth", type=_int_in(1, 1000), default=20, help="depth of a wide ResNet (wrn: 6n+2)")
     m.add_argument("--width", type=_positive(float), default=10, help="WRN width k")
     m.add_argument("--num-classes", type=_positive(int), default=None)
     m.add_argument("--in-channels", type=_positive(int), default=None)
-    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--seed", type=_int_in(0, 2**63 - 2), default=0)
     m.add_argument("--device", default="cpu")
-    m.add_argument("--steps", type=int, default=5,
+    m.add_argument("--steps", type=_int_in(0, 10_000), default=5,
                    help="timed training steps per method for the step-time ratio (0: skip)")
     m.add_argument("--no-peak", action="store_true", help="skip the peak of a real training step")
     m.add_argument("--budget", type=_byte_size, default=None,
@@ -354,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--method", default="all", help="methods (comma-separated) or 'all' of those whose "
                    "forward equals fp32's")
     f.add_argument("--arch", default="wrn")
-    f.add_argument("--depth", type=int, default=8, help="depth of a wide ResNet (wrn: 6n+2)")
+    f.add_argument("--depth", type=_int_in(1, 1000), default=8, help="depth of a wide ResNet (wrn: 6n+2)")
     f.add_argument("--width", type=_positive(float), default=1, help="WRN width k")
     f.add_argument("--num-classes", type=_positive(int), default=None)
     f.add_argument("--in-channels", type=_positive(int), default=None)
@@ -364,8 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--data-root", default="data")
     f.add_argument("--image-size", type=_positive(int), default=32)
     f.add_argument("--batch-size", type=_positive(int), default=64)
-    f.add_argument("--draws", type=_positive(int), default=32)
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--draws", type=_int_in(2, 100_000), default=32)
+    f.add_argument("--seed", type=_int_in(0, 2**63 - 2), default=0)
     f.add_argument("--output", default=None, help="write JSON rows to this file (atomically)")
     f.set_defaults(func=cmd_fidelity)
 
@@ -411,6 +444,50 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: errno of a file that cannot be written: full, read-only, forbidden (exit 4)
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG}
+
+
+def _oserror(e: OSError) -> tuple[int, str]:
+    what = e.filename or "a file"
+    if e.errno in _WRITE_ERRNOS:
+        return 4, (f"cannot write {what}: {e.strerror}. Free space (or fix permissions) and re-run the "
+                   "same command: completed files were written atomically and are intact, and training "
+                   "resumes from its last checkpoint.")
+    if e.errno == errno.ENOENT:
+        return 2, f"{what} does not exist ({e.strerror}); check the path"
+    if e.errno == errno.ENAMETOOLONG:
+        return 2, f"a path is too long ({what[:80]}...); choose a shorter one"
+    if e.errno in (errno.EISDIR, errno.ENOTDIR):
+        return 2, f"{what}: {e.strerror}; give a file path where a file is expected, and a folder where a folder is"
+    return 4, f"{what}: {e.strerror} (errno {e.errno}); check the path and the file system, then re-run"
+
+
+def _failure(e: BaseException) -> tuple[int, str]:
+    """Exit code and one paragraph for an exception reaching the command line."""
+    from .data import DatasetError
+    from .step import NonFiniteLoss
+
+    if isinstance(e, (UserError, UnknownNameError, ValueError)):
+        return 2, str(e)
+    if isinstance(e, DatasetError):
+        return 3, str(e)
+    if isinstance(e, NonFiniteLoss):
+        return 3, str(e)
+    if isinstance(e, OSError):
+        return _oserror(e)
+    if isinstance(e, (MemoryError, RuntimeError)) and any(
+            k in str(e).lower() for k in ("out of memory", "not enough memory", "can't allocate", "cannot allocate",
+                                          "memoryerror")) or isinstance(e, MemoryError):
+        return 3, ("ran out of memory (" + (str(e).splitlines()[0][:200] or type(e).__name__) + "). Use a smaller "
+                   "--batch-size (or --width / --image-size), or a machine with more memory.")
+    if isinstance(e, RuntimeError):
+        return 3, (f"failed: {str(e).splitlines()[0][:300] if str(e) else type(e).__name__}. Re-run with --debug "
+                   "for the traceback.")
+    return 3, (f"internal error ({type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}). Re-run "
+               "with --debug for the traceback and report it.")
+
+
 def main(argv=None) -> int:
     from .plugins import load_plugins
 
@@ -419,19 +496,18 @@ def main(argv=None) -> int:
     try:
         load_plugins(args.plugins)
         return args.func(args)
-    except (UserError, UnknownNameError, ValueError) as e:
+    except KeyboardInterrupt:
         if debug:
             raise
-        print(f"onebit {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        if debug or e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+        print(f"onebit {args.command}: interrupted. Completed files are intact; re-run the same command to "
+              "resume (training continues from its last checkpoint).", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001  (every failure: one paragraph, the traceback with --debug)
+        if debug:
             raise
-        print(f"onebit {args.command}: error: cannot write {e.filename or 'a file'}: {e.strerror}. "
-              "Free space (or fix permissions) and re-run the same command: completed files were "
-              "written atomically and are intact, and training resumes from its last checkpoint.",
-              file=sys.stderr)
-        return 4
+        code, message = _failure(e)
+        print(f"onebit {args.command}: error: {message}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -54,9 +54,9 @@ class TrainConfig:
     dataset: str = option("cifar10", "registered dataset", registry="dataset", required=True)
     arch: str = option("wrn", "registered model", registry="model", required=True)
     method: str = option("fp32", "registered method (onebit methods)", registry="method", required=True)
-    depth: int = option(20, "depth of a wide ResNet: 6n+2 (wrn), 8n+2 (wrn_imagenet)", minimum=1)
+    depth: int = option(20, "depth of a wide ResNet: 6n+2 (wrn), 8n+2 (wrn_imagenet)", minimum=1, maximum=1000)
     width: float = option(4, "width k of a wide ResNet: 16k/32k/64k channels (wrn), 64k/.../512k "
-                          "(wrn_imagenet)", exclusive_minimum=0)
+                          "(wrn_imagenet)", exclusive_minimum=0, maximum=1000)
     epochs: int = option(63, "epochs; 63 / 127 end a cycle with t0=1, tmult=2 (126 / 254 with t0=2)",
                          minimum=1, required=True)
     seed: int = option(0, "seed of initialisation, data order, augmentation and noise", minimum=0,

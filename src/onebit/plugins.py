@@ -51,19 +51,24 @@ def load_plugins(spec: "str | list[str] | None" = None) -> list[str]:
     for item in items:
         if item in _loaded:
             continue
-        if item.endswith(".py"):
-            path = Path(item).resolve()
-            if not path.exists():
-                raise ValueError(f"plugin file {item} does not exist")
-            name = f"onebit_plugin_{path.stem}"
-            mod_spec = importlib.util.spec_from_file_location(name, path)
-            module = importlib.util.module_from_spec(mod_spec)
-            sys.modules[name] = module
-            mod_spec.loader.exec_module(module)
-        else:
-            try:
+        try:
+            if item.endswith(".py"):
+                path = Path(item).resolve()
+                if not path.is_file():
+                    raise ValueError(f"plugin file {item} does not exist")
+                name = f"onebit_plugin_{path.stem}"
+                mod_spec = importlib.util.spec_from_file_location(name, path)
+                module = importlib.util.module_from_spec(mod_spec)
+                sys.modules[name] = module
+                mod_spec.loader.exec_module(module)
+            else:
                 importlib.import_module(item)
-            except ModuleNotFoundError as e:
-                raise ValueError(f"plugin module {item!r} cannot be imported ({e})") from None
+        except ValueError:
+            raise
+        except ModuleNotFoundError as e:
+            raise ValueError(f"plugin module {item!r} cannot be imported ({e})") from None
+        except Exception as e:  # the plugin's own code failed: say which plugin
+            raise ValueError(f"plugin {item} failed while loading ({type(e).__name__}: {e}); fix it or "
+                             "leave it out of --plugins / ONEBIT_PLUGINS / the pipeline's plugins") from None
         _loaded.add(item)
     return items

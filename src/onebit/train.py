@@ -22,7 +22,7 @@ from .config import ConfigError, TrainConfig
 from .data import get_dataset
 from .data.loaders import make_batches
 from .methods import get_method
-from .rundir import ConfigMismatch, RunDir
+from .rundir import ConfigMismatch, RunDir, StateVersionError
 from .runio import environment, fault_point
 from . import bnstats
 from .schedule import is_cycle_end, is_restart, lr_at
@@ -124,8 +124,13 @@ class Trainer:
                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}}
 
     def _restore(self, ck: dict):
-        self.model.load_state_dict(ck["model"])
-        self.opt.load_state_dict(ck["optimizer"])
+        try:
+            self.model.load_state_dict(ck["model"])
+            self.opt.load_state_dict(ck["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise StateVersionError(
+                f"{self.rundir.checkpoint} does not fit this run's model ({str(e).splitlines()[0][:200]}); it "
+                "was not touched: move it away to restart the run, or use another --out") from None
         torch.set_rng_state(ck["rng"]["torch"])
         self.gen.set_state(ck["rng"]["data"])
         if ck["rng"].get("cuda") is not None and torch.cuda.is_available():

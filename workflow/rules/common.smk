@@ -1,4 +1,5 @@
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
 from onebit.grid import GridError, jobs, load_grid, train_args
+from onebit.models import MODELS
 from onebit.memory import job_memory_mb
 from onebit.plugins import load_plugins
 
@@ -59,6 +61,15 @@ FIGURES = [
     "memory_per_method",
     "gradient_fidelity",
 ]
+for _name, _spec in MEMORY.items():
+    try:  # what reaches the memory job's command line is checked here, before any job
+        MODELS.get(_spec["arch"])
+        if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", _spec.get("device", "cpu")):
+            raise ValueError(
+                f"device must be auto, cpu, cuda or cuda:N, got {_spec['device']!r}"
+            )
+    except (KeyError, ValueError) as e:
+        raise WorkflowError(f"memory.{GRID_NAME}.{_name}: {e}") from None
 for _row, _name in GRID["memory"].dropna().items():
     if _name not in MEMORY:
         raise WorkflowError(

@@ -50,12 +50,19 @@ def list_datasets() -> list[str]:
 
 @dataclass(frozen=True)
 class Cifar(Dataset):
+    """The python-pickle CIFAR archive, extracted under ``ROOT/<folder>/``. The archive is
+    checked against its md5 when downloaded or extracted, and every batch file against
+    its own known md5 each time it is read (``file_md5s``: torchvision's list), before it
+    is unpickled: a tampered or foreign file is refused with its name, and its content
+    never runs."""
+
     url: str = ""
     md5: str = ""
     folder: str = ""
     train_files: tuple = ()
     test_files: tuple = ()
     label_key: str = "labels"
+    file_md5s: tuple = ()  # (file name, md5) of every batch file
 
     def _ensure(self, root: Path) -> Path:
         folder = root / self.folder
@@ -72,19 +79,34 @@ class Cifar(Dataset):
 
     def load(self, root, train):
         folder = self._ensure(Path(root))
+        known = dict(self.file_md5s)
         files = [folder / f for f in (self.train_files if train else self.test_files)]
-        x, y = read_cifar_batches(files, self.label_key)
+        for path in files:
+            if path.name not in known:
+                raise DatasetError(f"{path}: no known checksum for this file; it is not read")
+            if not path.exists():
+                raise DatasetError(f"{path} is missing; delete {folder} and run again to re-extract it")
+            check_md5(path, known[path.name], f"delete {folder} and run again to re-extract it from the "
+                      "verified archive")
+        x, y = read_cifar_batches(files, self.label_key, self.num_classes)
         return torch.from_numpy(x), torch.from_numpy(y)
 
 
 DATASETS.register("cifar10", Cifar(
     "cifar10", 10, 3, 32, url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
     md5="c58f30108f718f92721af3b95e74349a", folder="cifar-10-batches-py",
-    train_files=tuple(f"data_batch_{i}" for i in range(1, 6)), test_files=("test_batch",)))
+    train_files=tuple(f"data_batch_{i}" for i in range(1, 6)), test_files=("test_batch",),
+    file_md5s=(("data_batch_1", "c99cafc152244af753f735de768cd75f"),
+               ("data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec"),
+               ("data_batch_3", "54ebc095f3ab1f0389bbae665268c751"),
+               ("data_batch_4", "634d18415352ddfa80567beed471001a"),
+               ("data_batch_5", "482c414d41f54cd18b22e5b47cb7c3cb"),
+               ("test_batch", "40351d587109b95175f43aff81a1287e"))))
 DATASETS.register("cifar100", Cifar(
     "cifar100", 100, 3, 32, top5=True, url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
     md5="eb9058c3a382ffc7106e4002c42a8d85", folder="cifar-100-python",
-    train_files=("train",), test_files=("test",), label_key="fine_labels"))
+    train_files=("train",), test_files=("test",), label_key="fine_labels",
+    file_md5s=(("train", "16019d7e3df5f24257cddd939b257f8d"), ("test", "f0ef6b0ae62326f3e7ffdfab6717acfc"))))
 
 
 # name -> (md5 of the upstream gzipped file, md5 of the decompressed IDX content).
@@ -138,7 +160,12 @@ DATASETS.register("fashion_mnist", FashionMnist("fashion_mnist", 10, 1, 28))
 @dataclass(frozen=True)
 class ImageNet(Dataset):
     """An ImageFolder tree ``ROOT/imagenet/{train,val}/<class>/<image>.JPEG`` (or
-    ``ROOT/{train,val}``); it cannot be downloaded automatically."""
+    ``ROOT/{train,val}``); it cannot be downloaded automatically. Its 1.3 million JPEGs
+    have no published per-file checksums and are decoded by PIL (no code runs from
+    them); :meth:`prepare` checks the tree's shape instead: the class folders and, when
+    ``images`` is set (ILSVRC2012: 1,281,167 / 50,000), the number of images."""
+
+    images: tuple = ()  # (train, val) image counts to expect, or () not to count
 
     def folder(self, root: Path, train: bool) -> Path:
         split = "train" if train else "val"
@@ -151,7 +178,20 @@ class ImageNet(Dataset):
             "arrange val/ into class folders, and pass its parent with --data-root")
 
     def prepare(self, root):
-        self.folder(root, True), self.folder(root, False)
+        from .loaders import IMG_EXTENSIONS
+
+        for i, train in enumerate((True, False)):
+            folder = self.folder(root, train)
+            classes = [d for d in folder.iterdir() if d.is_dir()]
+            if len(classes) != self.num_classes:
+                raise DatasetError(f"{folder} holds {len(classes)} class folders, {self.num_classes} expected: "
+                                   "an incomplete copy, or val/ not arranged into class folders")
+            if self.images:
+                n = sum(1 for d in classes for p in d.iterdir() if p.suffix.lower() in IMG_EXTENSIONS)
+                if n != self.images[i]:
+                    raise DatasetError(f"{folder} holds {n:,} images, {self.images[i]:,} expected (ILSVRC2012): "
+                                       "complete the copy before training")
 
 
-DATASETS.register("imagenet", ImageNet("imagenet", 1000, 3, 224, in_memory=False, top5=True))
+DATASETS.register("imagenet", ImageNet("imagenet", 1000, 3, 224, in_memory=False, top5=True,
+                                       images=(1_281_167, 50_000)))

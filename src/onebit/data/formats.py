@@ -87,18 +87,44 @@ def extract_tar(archive: Path, dest: Path) -> None:
         tar.extractall(dest, filter="data")
 
 
-def read_cifar_batches(files: list[Path], label_key: str) -> tuple[np.ndarray, np.ndarray]:
-    """CIFAR's python-pickle batches -> (N, 3, 32, 32) uint8 images, int64 labels."""
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles what a CIFAR batch holds (dicts, lists, strings, numbers and numpy
+    arrays) and nothing else: a class or function any other file names is refused, so
+    no code in a file runs. (Files are also checked against their known md5 first.)"""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("copy_reg", "_reconstructor"),
+               ("copyreg", "_reconstructor"), ("__builtin__", "object"), ("builtins", "object"),
+               ("_codecs", "encode")}  # how protocol 2 holds bytes when written by Python 3
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused to load {module}.{name}: not part of a CIFAR batch")
+        return super().find_class(module, name)
+
+
+def read_cifar_batches(files: list[Path], label_key: str, num_classes: int | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR's python-pickle batches -> (N, 3, 32, 32) uint8 images, int64 labels. The
+    caller verifies each file's checksum first; the unpickler allows only the types a
+    batch holds, and the content is checked (shapes, label range)."""
     xs, ys = [], []
     for path in files:
         if not path.exists():
             raise DatasetError(f"{path} is missing")
         try:
             with open(path, "rb") as f:
-                batch = pickle.load(f, encoding="latin1")
-            xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(batch[label_key], dtype=np.int64))
-        except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as e:
-            raise DatasetError(f"{path} is not a readable CIFAR batch ({type(e).__name__}); delete "
+                batch = _CifarUnpickler(f, encoding="latin1").load()
+            data = np.asarray(batch["data"], dtype=np.uint8)
+            labels = np.asarray(batch[label_key], dtype=np.int64)
+            if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
+                raise ValueError(f"data of shape {data.shape} with {len(labels)} labels")
+            if num_classes is not None and len(labels) and not 0 <= labels.min() <= labels.max() < num_classes:
+                raise ValueError(f"labels outside 0..{num_classes - 1}")
+            xs.append(data.reshape(-1, 3, 32, 32))
+            ys.append(labels)
+        except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, AttributeError,
+                IndexError) as e:
+            raise DatasetError(f"{path} is not a readable CIFAR batch ({type(e).__name__}: {e}); delete "
                                f"its folder and run again to re-extract or re-download it") from None
     return np.concatenate(xs), np.concatenate(ys)

@@ -259,10 +259,13 @@ def make_batches(cfg, ds, device, gen: torch.Generator, rank: int = 0, world_siz
         d = ImageFolder(ds.folder(root, train), train, ds.image_size, seed=cfg.seed,
                         limit=cfg.train_subset if train else cfg.test_subset)
         sampler = EpochSampler(len(d), cfg.seed, shuffle=train, **common)
+        # a generator of its own: the loader draws its workers' base seed at every epoch,
+        # which would otherwise advance the global torch RNG (the noise of the methods)
+        # differently with and without (persistent) workers and across a resume
         loader = torch.utils.data.DataLoader(
             d, batch_size=batch if train else cfg.eval_batch_size, sampler=sampler,
             num_workers=cfg.workers, pin_memory=torch.device(device).type == "cuda",
-            persistent_workers=cfg.workers > 0)
+            persistent_workers=cfg.workers > 0, generator=torch.Generator().manual_seed(cfg.seed))
         out.append(DeviceBatches(loader, sampler, device))
     return tuple(out)
 
