@@ -1,8 +1,6 @@
 """Datasets in their real on-disk formats, checksums, clear errors, augmentation."""
 
-import gzip
 import os
-from pathlib import Path
 
 import pytest
 import torch

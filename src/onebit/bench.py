@@ -42,7 +42,7 @@ from .methods import ordered
 from .models import has_depth_width
 from .bits import is_channels_last
 from .step import train_step
-from .stepbench import benchmark, make_optimizer, state_bytes
+from .stepbench import benchmark, make_optimizer
 
 #: dense bf16 peak FLOP/s by device name (vendor data sheets)
 BF16_PEAK = {"H100 SXM": 989e12, "H100 80GB HBM3": 989e12, "H100 PCIe": 756e12, "H100 NVL": 835e12,

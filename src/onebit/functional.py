@@ -243,7 +243,6 @@ class StrictBNReLU(torch.autograd.Function):
             z.add_(r.float())
         a = z.clamp_min_(0)
         bit = binarize_in_slices(aq_fn, a)
-        dims = (0, 2, 3)
         count = a.numel() / a.shape[1]
         n1 = _channel_count(bit)
         n0 = count - n1

@@ -95,6 +95,7 @@ def measure(model: nn.Module, x: Tensor, target: Tensor | None = None) -> Memory
         target = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
     excluded = {_key(t) for t in list(model.parameters()) + list(model.buffers()) + [x, target]}
     saved: dict = {}
+    keep: list = []  # a recorded address must not be reused by another tensor
 
     def record(obj):
         for t in (obj if isinstance(obj, tuple) else (obj,)):
@@ -103,13 +104,11 @@ def measure(model: nn.Module, x: Tensor, target: Tensor | None = None) -> Memory
             k = _key(t)
             if k not in excluded and k not in saved and t.untyped_storage().nbytes():
                 saved[k] = (t.untyped_storage().nbytes(), kind_of(t))
-                keep.append(t)  # a recorded address must not be reused by another tensor
+                keep.append(t)
 
     def pack(t: Tensor):
         record(t)
         return t
-
-    keep: list = []
 
     # values are (count, tensor): holding the tensor keeps its address from being
     # reused by a later tensor once autograd no longer references it
@@ -130,7 +129,8 @@ def measure(model: nn.Module, x: Tensor, target: Tensor | None = None) -> Memory
         layers.OBSERVERS.remove(record)
         for h in hooks:
             h.remove()
-    del loss, logits, keep
+    del loss, logits
+    keep.clear()
     inputs_count = {k: n for k, (n, _) in inputs.items()}
     inputs.clear()
     breakdown: dict = defaultdict(int)

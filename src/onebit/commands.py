@@ -1,0 +1,288 @@
+"""The ``onebit`` subcommands: each takes the parsed arguments and returns an exit code.
+
+Errors meant for users are raised (:class:`UserError`, ``ValueError``, ...) and turned
+into one paragraph by :func:`onebit.cli.main`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from .registry import UnknownNameError  # noqa: F401  (re-exported for callers)
+
+
+class UserError(Exception):
+    """An error the user can fix; printed without a traceback."""
+
+
+def _arch_kwargs(args) -> dict:
+    from .models import has_depth_width
+
+    kw = {}
+    if has_depth_width(args.arch):
+        kw.update(depth=args.depth, width=args.width)
+    if args.num_classes is not None:
+        kw["num_classes"] = args.num_classes
+    if args.in_channels is not None:
+        kw["in_channels"] = args.in_channels
+    return kw
+
+
+def _check_output(output: "str | None", *inputs, inside: "str | None" = None) -> None:
+    """Refuse an output path that is one of the command's inputs, lies inside a folder the
+    command reads (``inside``), or is a folder: nothing a command reads is overwritten."""
+    if not output:
+        return
+    out = Path(output).resolve()
+    if out.is_dir():
+        raise UserError(f"the output {output} is a folder; give a file path")
+    for src in inputs:
+        if src and Path(src).resolve() == out:
+            raise UserError(f"the output {output} is also an input of this command; choose another path "
+                            "(nothing was written)")
+    if inside and out.is_relative_to(Path(inside).resolve()):
+        raise UserError(f"the output {output} lies inside {inside}, which this command reads; choose a path "
+                        "outside it (nothing was written)")
+
+
+def _emit(text: str, output: "str | None") -> None:
+    """Write ``text`` to ``output`` atomically (a killed run leaves no partial file
+    for the next step to read), or to stdout."""
+    if output:
+        from .runio import atomic_write_text
+
+        atomic_write_text(output, text)
+    else:
+        sys.stdout.write(text)
+
+
+def cmd_memory(args) -> int:
+    import torch
+
+    from .config import check_device
+
+    _check_output(args.output)
+    check_device(args.device)
+    from . import create_model, list_methods
+    from .memory import format_bytes, measure
+    from .stepbench import benchmark
+
+    def _fmt_b(n):
+        return format_bytes(n, binary=True)
+
+    methods = list_methods() if args.method == "all" else args.method.split(",")
+    in_ch = args.in_channels or 3
+    kwargs = _arch_kwargs(args)
+    rows = []
+    for name in methods:
+        torch.manual_seed(args.seed)
+        model = create_model(args.arch, name, **kwargs).to(args.device)
+        x = torch.randn(args.batch_size, in_ch, args.image_size, args.image_size, device=args.device)
+        rows.append(measure(model, x).as_dict())
+        rows[-1]["device"] = str(x.device)
+        num_classes = model.onebit_config.get("num_classes", 10)
+        del model, x
+    bench = benchmark(lambda m: create_model(args.arch, m, **kwargs), methods, args.batch_size,
+                      (in_ch, args.image_size, args.image_size), num_classes, device=args.device,
+                      seed=args.seed, steps=args.steps, peak=not args.no_peak, budget=args.budget,
+                      max_batch=args.max_batch)
+    for r in rows:
+        r.update(bench[r["method"]])
+    base = next((r for r in rows if r["method"] == "fp32"), None)
+    for r in rows:
+        r["saved_ratio_vs_fp32"] = base["saved_bytes"] / r["saved_bytes"] if base else None
+        if "peak_bytes" in r:
+            r["peak_bytes_per_image"] = r["peak_bytes"] / r["batch_size"]
+            r["peak_ratio_vs_fp32"] = base["peak_bytes"] / r["peak_bytes"] if base else None
+        if "step_seconds" in r:
+            r["step_ratio_vs_fp32"] = r["step_seconds"] / base["step_seconds"] if base else None
+    if args.json or args.output:
+        _emit(json.dumps(rows, indent=2) + "\n", args.output)
+        return 0
+    print(f"{args.arch} {kwargs}  input {in_ch}x{args.image_size}x{args.image_size}"
+          f"  batch {args.batch_size}  device {args.device}")
+    head = (f"{'method':<10} {'paper: values/img':>18} {'bits':>4} {'paper bytes':>13}"
+            f" {'autograd keeps':>15} {'per image':>11} {'x fp32':>7} {'step peak':>11} {'x fp32':>7}"
+            f" {'step s':>8} {'x fp32':>7} {'max batch':>9}  breakdown of what autograd keeps, per image")
+    print(head)
+    print("-" * len(head))
+
+    def ratio(v, fmt="{:.1f}"):
+        return fmt.format(v) if v else "-"
+
+    for r in rows:
+        parts = ", ".join(f"{k} {_fmt_b(v / r['batch_size'])}" for k, v in r["saved_breakdown"].items())
+        peak = format_bytes(r["peak_bytes"]) if "peak_bytes" in r else "-"
+        step = f"{r['step_seconds']:.3f}" if "step_seconds" in r else "-"
+        print(f"{r['method']:<10} {r['paper_values_per_image']:>18,} {r['activation_bits']:>4}"
+              f" {_fmt_b(r['paper_bytes']):>13} {_fmt_b(r['saved_bytes']):>15}"
+              f" {_fmt_b(r['saved_bytes_per_image']):>11} {ratio(r['saved_ratio_vs_fp32']):>7}"
+              f" {peak:>11} {ratio(r.get('peak_ratio_vs_fp32')):>7} {step:>8}"
+              f" {ratio(r.get('step_ratio_vs_fp32'), '{:.2f}'):>7} {r.get('largest_batch', '-'):>9}  {parts}")
+    if args.budget:
+        print(f"max batch: the largest batch whose model + optimizer state + input + step peak fit"
+              f" {format_bytes(args.budget, binary=True)}")
+    return 0
+
+
+def cmd_fidelity(args) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from . import create_model
+    from .data import DatasetError, get_dataset
+    from .fidelity import gradient_fidelity, same_forward_methods
+    from .runio import CorruptCheckpoint, load_checkpoint
+
+    _check_output(args.output, args.checkpoint)
+    methods = same_forward_methods() if args.method == "all" else args.method.split(",")
+    kwargs, state = _arch_kwargs(args), None
+    if args.checkpoint:
+        try:
+            ckpt = load_checkpoint(args.checkpoint, map_location="cpu")
+        except (FileNotFoundError, CorruptCheckpoint) as e:
+            raise UserError(f"cannot use checkpoint {args.checkpoint}: {e}")
+        if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
+            raise UserError(f"{args.checkpoint} is not a onebit training checkpoint (needs 'config' and 'model')")
+        config = dict(ckpt["config"])
+        args.arch = config.pop("arch")
+        config.pop("method")
+        kwargs, state = config, ckpt["model"]
+    if args.dataset:
+        try:
+            images, labels = get_dataset(args.dataset).load(Path(args.data_root), train=False)
+        except DatasetError as e:
+            raise UserError(str(e))
+        x, y = images[:args.batch_size].float().div(255), labels[:args.batch_size]
+        kwargs.setdefault("in_channels", x.shape[1])
+    else:
+        g = torch.Generator().manual_seed(args.seed)
+        shape = (args.batch_size, kwargs.get("in_channels", 3), args.image_size, args.image_size)
+        x, y = torch.rand(shape, generator=g), torch.randint(0, 10, (args.batch_size,), generator=g)
+    rows = gradient_fidelity(lambda m: create_model(args.arch, m, **kwargs), methods, x, y,
+                             draws=args.draws, seed=args.seed, state=state)
+    source = args.checkpoint or f"{args.arch} {kwargs} initialised with seed {args.seed}"
+    for r in rows:
+        r.update(network=str(source), batch=args.dataset or "uniform noise", batch_size=len(x))
+    if args.output:
+        _emit(json.dumps(rows, indent=2) + "\n", args.output)
+        return 0
+    print(f"weight-gradient error relative to exact backprop, {args.draws} draws; network: {source}")
+    print(f"{'method':<10} {'layer':<16} {'bias':>7} {'std':>7} {'rmse':>7} {'noise floor':>11}")
+    for r in rows:
+        print(f"{r['method']:<10} {r['layer']:<16} {r['bias']:>7.3f} {r['std']:>7.3f} {r['rmse']:>7.3f}"
+              f" {r['noise_floor']:>11.3f}")
+    return 0
+
+
+def cmd_export(args) -> int:
+
+    from . import create_model
+    from .export import export_packed
+
+    from .runio import CorruptCheckpoint, load_checkpoint, previous_checkpoint
+
+    out = args.output or os.path.splitext(args.checkpoint)[0] + ".onebit"
+    _check_output(out, args.checkpoint, previous_checkpoint(args.checkpoint))
+    try:
+        ckpt = load_checkpoint(args.checkpoint, map_location="cpu")
+    except FileNotFoundError:
+        raise UserError(f"checkpoint {args.checkpoint} does not exist")
+    except CorruptCheckpoint as e:
+        raise UserError(f"{e}. Export the previous checkpoint ({previous_checkpoint(args.checkpoint)}) "
+                        "if it exists, or re-run the training command to rebuild it.")
+    if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
+        raise UserError(f"{args.checkpoint} is not a onebit checkpoint (needs 'config' and 'model')")
+    config = dict(ckpt["config"])
+    model = create_model(config.pop("arch"), config.pop("method"), **config)
+    model.load_state_dict(ckpt["model"])
+    try:
+        size = export_packed(model, out)
+    except ValueError as e:
+        raise UserError(str(e))
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"wrote {out}: {size:,} bytes ({size / 1e6:.2f} MB) for {n_params:,} parameters "
+          f"({n_params * 4 / 1e6:.1f} MB at 32 bits, {n_params * 4 / size:.1f}x smaller)")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .config import from_namespace
+    from .rundir import StateVersionError
+    from .runio import RunLocked
+    from .train import Trainer
+
+    trainer = Trainer(from_namespace(args), args.out, log=print)  # validates, as --check does
+    if args.check:
+        cfg = trainer.cfg
+        print(f"onebit train: configuration valid ({cfg.arch}, {cfg.method}, {trainer.check():,} parameters)")
+        return 0
+    try:
+        trainer.run()
+    except (RunLocked, StateVersionError) as e:
+        raise UserError(str(e))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import format_report, run
+    from .config import check_device
+
+    _check_output(args.output, args.grid)
+    check_device(args.device)
+    parts = tuple(args.parts.split(","))
+    unknown = set(parts) - {"check", "speed", "cost", "train"}
+    if unknown:
+        raise UserError(f"unknown part(s) {sorted(unknown)}; the parts are check, speed, cost, train")
+    methods = args.method.split(",") if args.method != "all" else None
+    if methods:
+        from .methods import get_method
+        for m in methods:
+            get_method(m)
+    if args.write_runtime and ("cost" not in parts or not args.grid):
+        raise UserError("--write-runtime needs the cost part and a --grid")
+    out = run(args.device, args.grid, args.data_root, args.budget, args.compile, methods, parts,
+              args.train_dataset, log=lambda line: print(line, file=sys.stderr, flush=True))
+    if args.write_runtime:
+        from .bench import write_runtime
+
+        n = write_runtime(args.grid, out["cost"], out["environment"]["device_name"], out["date"])
+        print(f"onebit bench: wrote the measured runtime of {n} rows into {args.grid}", file=sys.stderr)
+    if args.json or args.output:
+        _emit(json.dumps(out, indent=2, default=str) + "\n", args.output)
+        if not args.output:
+            return 0
+    print(format_report(out), end="")
+    return 0
+
+
+def cmd_methods(args) -> int:
+    from .methods import METHODS, ordered
+
+    rows = [{"method": m.name, "weight_bits": m.weight_bits, "activation_bits": m.activation_bits,
+             "description": m.description} for m in map(METHODS.get, ordered(METHODS.names()))]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'method':<12} {'bits/weight':>11} {'bits kept/activation':>20}  description")
+    for r in rows:
+        print(f"{r['method']:<12} {r['weight_bits']:>11} {r['activation_bits']:>20}  {r['description']}")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from .data import get_dataset
+
+    ds = get_dataset(args.dataset)
+    _check_output(args.output, inside=args.data_root)
+    ds.prepare(Path(args.data_root))  # a missing or damaged file: DatasetError, exit 3
+    info = {"dataset": ds.name, "data_root": str(Path(args.data_root).resolve()), "verified": True,
+            "num_classes": ds.num_classes, "in_channels": ds.in_channels, "image_size": ds.image_size}
+    _emit(json.dumps(info) + "\n", args.output)
+    return 0
+
+
