@@ -1,8 +1,10 @@
-# onebit: every row of the paper's tables -> tidy results -> figures -> report.
+# onebit: every row of the papers' tables -> tidy results -> figures -> report.
 #   snakemake --cores all                      # default grid "quick" (Fashion-MNIST, CPU)
+#   snakemake --cores all --config grid=fashion                    # all of Fashion-MNIST, ~1 h
 #   snakemake --cores all --resources gpu=1 --config grid=paper   # CIFAR-10/100, ImageNet
 #   snakemake --profile profiles/slurm --config grid=paper         # on a SLURM cluster
-# Everything a grid produces lives under results/<grid>/ and reports/<grid>/.
+# Everything a grid produces lives under results/<grid>/ and reports/<grid>/
+# (config/README.md describes every setting and grid column).
 from snakemake.utils import min_version
 
 min_version("9.0")

@@ -173,18 +173,19 @@ def describe(f: dataclasses.Field, owner=TrainConfig) -> str:
         return "one of " + ", ".join(map(str, m["choices"]))
     lo, xlo, hi, xhi = m.get("minimum"), m.get("exclusive_minimum"), m.get("maximum"), m.get("exclusive_maximum")
     finite = "finite " if kind is float else ""  # nan and inf are refused
-    if xlo == 0 and hi is None and xhi is None:
+    if xlo == 0 or (lo == 1 and kind is int):
         text = f"a {finite}positive {noun}"
-    elif lo == 1 and kind is int and hi is None:
-        text = f"a positive {noun}"
-    elif lo == 0 and hi is None and xhi is None:
+    elif lo == 0:
         text = f"a {finite}non-negative {noun}"
-    elif lo is not None or xlo is not None or hi is not None or xhi is not None:
-        left = f"[{lo}" if lo is not None else f"({xlo}" if xlo is not None else "(-inf"
-        right = f"{hi}]" if hi is not None else f"{xhi})" if xhi is not None else "inf)"
-        text = f"a {noun} in {left}, {right}"
+    elif lo is not None or xlo is not None:
+        text = f"a {finite}{noun} {'>=' if lo is not None else '>'} {lo if lo is not None else xlo}"
     else:
-        text = f"a finite {noun}" if kind is float else ("an " if noun[0] in "aeiou" else "a ") + noun
+        text = (f"a {finite}{noun}" if finite or hi is not None or xhi is not None
+                else ("an " if noun[0] in "aeiou" else "a ") + noun)
+    if hi is not None:
+        text += f" up to {hi}"
+    elif xhi is not None:
+        text += f" below {xhi}"
     return text + (" (or empty)" if optional else "")
 
 
