@@ -42,7 +42,11 @@ rule all:
 
 onstart:
     check_gpu_limit()
+    check_slurm_account()
 
 
 onsuccess:
-    print(f"onebit: the report of grid {GRID_NAME!r} is {REPORT}", file=sys.stderr)
+    if os.path.exists(REPORT):
+        print(
+            f"onebit: the report of grid {GRID_NAME!r} is {REPORT}", file=sys.stderr
+        )

@@ -286,9 +286,14 @@ def test_collect_stops_when_metrics_disagree_with_final(tiny_fashion, tmp_path):
     run = tmp_path / "runs" / "r1" / "seed0"
     train(tiny_cfg(tiny_fashion), run, log=lambda *_: None)
     grid_tsv = tmp_path / "g.tsv"
-    grid_tsv.write_text("row\ttable\tdataset\tarch\tmethod\tepochs\tseeds\nr1\tt\tfashion_mnist\twrn\tfp32\t3\t0\n")
+    head = "row\ttable\tdataset\tarch\tdepth\twidth\tbatch_size\tlr_max\tmethod\tepochs\tseeds\n"
+    grid_tsv.write_text(head + "r1\tt\ttiny_fashion\twrn\t8\t0.25\t32\t0.05\tfp32\t3\t0\n")
     grid = load_grid(grid_tsv, check=False)
     assert len(tidy_metrics([run / "final.json"], grid)) == 6
+    # a grid edited after the run finished (or a run copied in from another row) is named
+    grid_tsv.write_text(head + "r1\tt\ttiny_fashion\twrn\t8\t0.25\t32\t0.05\tcl\t3\t0\n")
+    with pytest.raises(InconsistentRun, match=r"not the run the grid asks for .*'method': \('fp32', 'cl'\)"):
+        tidy_metrics([run / "final.json"], load_grid(grid_tsv, check=False))
     lines = (run / "metrics.jsonl").read_text().splitlines()
     (run / "metrics.jsonl").write_text("\n".join(lines[:4]) + "\n")
     with pytest.raises(InconsistentRun, match=f"{run}.*last epoch 2, final.json says 3"):

@@ -23,18 +23,43 @@ class InconsistentRun(ValueError):
 
 def tidy_metrics(final_paths: list, grid: pd.DataFrame) -> pd.DataFrame:
     """Every metrics line of every run, with its grid row id and the grid's columns
-    that place it in the report (table, published row, memory measurement). Each run's
-    last test line is checked against its ``final.json`` first."""
+    that place it in the report (table, published row, memory measurement). Each run is
+    checked first: its ``final.json`` must describe the run its grid row and seed ask
+    for, and its metrics must agree with its ``final.json``."""
     frames = []
     for path in final_paths:
         run = Path(path).parent
-        df = pd.read_json(run / "metrics.jsonl", lines=True)
-        _check_against_final(run, df, json.loads(Path(path).read_text()))
-        df.insert(0, "row", run.parent.name)
+        row_id, seed = run.parent.name, run.name.removeprefix("seed")
+        try:
+            final = json.loads(Path(path).read_text())
+            df = pd.read_json(run / "metrics.jsonl", lines=True)
+        except ValueError as e:
+            raise InconsistentRun(f"{run}: final.json or metrics.jsonl is not readable ({e}): the run directory "
+                                  "was damaged. Delete it and run the pipeline again to retrain it.") from None
+        _check_against_grid(run, final, grid.loc[row_id] if row_id in grid.index else None, seed)
+        _check_against_final(run, df, final)
+        df.insert(0, "row", row_id)
         frames.append(df)
     metrics = pd.concat(frames, ignore_index=True)
     cols = ["row", "table", "paper_source", "paper_table", "paper_row", "memory"]
     return metrics.merge(grid[cols].reset_index(drop=True), on="row", how="left")
+
+
+def _check_against_grid(run: Path, final: dict, row, seed: str) -> None:
+    """The run must be the one its grid row and seed ask for (a run copied from another
+    row, or a grid edited after its runs finished, would be silently mislabelled)."""
+    from .grid import RUN_COLUMNS
+
+    if row is None:
+        raise InconsistentRun(f"{run}: the grid has no row {run.parent.name!r}")
+    wanted = {c: row[c] for c in RUN_COLUMNS if c in final}
+    wanted["seed"] = int(seed) if seed.isdigit() else seed
+    differ = {c: (final.get(c), v) for c, v in wanted.items() if final.get(c) != v}
+    if differ:
+        raise InconsistentRun(
+            f"{run}: its final.json is not the run the grid asks for (field: (run, grid): {differ}). The grid was "
+            "edited after the run finished, or the run was copied from elsewhere: delete the run directory (or "
+            "restore the grid) and run the pipeline again.")
 
 
 def _check_against_final(run: Path, metrics: pd.DataFrame, final: dict) -> None:
@@ -48,8 +73,11 @@ def _check_against_final(run: Path, metrics: pd.DataFrame, final: dict) -> None:
             problems.append(f"last epoch {int(last['epoch'])}, final.json says {final.get('epochs_done')}")
         if not math.isclose(last["top1_err"], final.get("test_top1_err", math.nan), rel_tol=1e-12):
             problems.append(f"last test error {last['top1_err']}, final.json says {final.get('test_top1_err')}")
-        if sorted(test["epoch"]) != list(range(1, int(last["epoch"]) + 1)):
-            problems.append("missing or repeated epochs")
+        expected = list(range(1, int(last["epoch"]) + 1))
+        if sorted(test["epoch"]) != expected:
+            problems.append("missing or repeated test epochs")
+        if sorted(metrics[metrics["split"] == "train"]["epoch"]) != expected:
+            problems.append("missing or repeated train epochs")
     if problems:
         raise InconsistentRun(
             f"{run}: metrics.jsonl disagrees with final.json ({'; '.join(problems)}): the run directory "

@@ -389,7 +389,7 @@ def format_report(out: dict) -> str:
         s = out["sizes"]
         peak = out.get("bf16_peak_flops")
         lines += ["", f"2. Speed and memory, batch {s['batch']}, {'bf16' if s['amp'] else 'fp32'}"
-                  f"{', channels_last' if s['channels_last'] else ''}; budget {format_bytes(s['budget'], True)}",
+                  f"{', channels_last' if s['channels_last'] else ''}; budget {format_bytes(s['budget'])}",
                   f"{'network':<10} {'method':<10} {'mode':<8} {'img/s':>9} {'x fp32':>7} {'TFLOP/s':>8}"
                   f" {'step peak':>11} {'x less':>7} {'max batch':>9} {'x fp32':>7}"]
         for r in out["speed"]:
@@ -436,13 +436,14 @@ def write_runtime(grid_path, cost_rows: list, device_name: str, date: str) -> in
         if line.startswith("#") or not line.strip():
             out.append(line)
             continue
-        cells = line.rstrip("\n").split("\t")
+        cells = line.rstrip("\r\n").split("\t")
         if header is None:
             header = cells
-            if "runtime" not in header:
-                raise ValueError(f"{path} has no runtime column")
+            if "runtime" not in header or "row" not in header:
+                raise ValueError(f"{path} has no runtime or no row column")
             out += [note, line]
             continue
+        cells += [""] * (len(header) - len(cells))  # a row whose last cells are left out
         row = cells[header.index("row")]
         i = header.index("runtime")
         if row in minutes and cells[i] != str(minutes[row]):

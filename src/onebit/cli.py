@@ -121,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--checkpoint", default=None, help="take the network (and its weights) from a checkpoint")
     f.add_argument("--dataset", default=None, help="take the batch from this dataset's test split "
                    "(default: uniform noise)")
-    f.add_argument("--data-root", default="data")
+    f.add_argument("--data-root", default=os.environ.get("ONEBIT_DATA_ROOT", "data"),
+                   help="folder of datasets (default: %(default)s, or $ONEBIT_DATA_ROOT)")
     f.add_argument("--image-size", type=_positive(int), default=32)
     f.add_argument("--batch-size", type=_positive(int), default=64)
     f.add_argument("--draws", type=_int_in(2, 100_000), default=32)
@@ -133,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Make a dataset present under --data-root and check its checksums; "
                        "prints a JSON line describing it.")
     d.add_argument("--dataset", required=True)
-    d.add_argument("--data-root", default="data")
+    d.add_argument("--data-root", default=os.environ.get("ONEBIT_DATA_ROOT", "data"),
+                   help="folder of datasets (default: %(default)s, or $ONEBIT_DATA_ROOT)")
     d.add_argument("--output", default=None, help="write the JSON line to this file (atomically)")
     d.set_defaults(func=cmd_data)
 
@@ -177,6 +179,8 @@ _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EP
 
 def _oserror(e: OSError) -> tuple[int, str]:
     what = e.filename or "a file"
+    if e.errno is None:  # raised by a library (e.g. an image decoder), not by the system
+        return 3, f"cannot read {what}: {e}. Check that file, or re-run with --debug for the traceback."
     if e.errno in _WRITE_ERRNOS:
         return 4, (f"cannot write {what}: {e.strerror}. Free space (or fix permissions) and re-run the "
                    "same command: completed files were written atomically and are intact, and training "
@@ -203,6 +207,8 @@ def _failure(e: BaseException) -> tuple[int, str]:
         return 3, str(e)
     if isinstance(e, OSError):
         return _oserror(e)
+    if isinstance(e, MemoryError) and str(e):
+        return 3, f"too large for this machine: {e}. Use a smaller --batch-size (or --width / --image-size)."
     if isinstance(e, (MemoryError, RuntimeError)) and any(
             k in str(e).lower() for k in ("out of memory", "not enough memory", "can't allocate", "cannot allocate",
                                           "memoryerror")) or isinstance(e, MemoryError):

@@ -34,18 +34,39 @@ def _arch_kwargs(args) -> dict:
 def _check_output(output: "str | None", *inputs, inside: "str | None" = None) -> None:
     """Refuse an output path that is one of the command's inputs, lies inside a folder the
     command reads (``inside``), or is a folder: nothing a command reads is overwritten."""
-    if not output:
+    from .plugins import LOADED_FILES
+
+    if output is None:
         return
+    if not str(output).strip():
+        raise UserError("the output path is empty; give a file path")
     out = Path(output).resolve()
     if out.is_dir():
         raise UserError(f"the output {output} is a folder; give a file path")
-    for src in inputs:
+    ancestor = out.parent  # missing folders are created on writing; a file in the way is not
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"the output {output} cannot be written: {ancestor} is a file, not a folder")
+    for src in [*inputs, *LOADED_FILES]:
         if src and Path(src).resolve() == out:
             raise UserError(f"the output {output} is also an input of this command; choose another path "
                             "(nothing was written)")
     if inside and out.is_relative_to(Path(inside).resolve()):
         raise UserError(f"the output {output} lies inside {inside}, which this command reads; choose a path "
                         "outside it (nothing was written)")
+
+
+def _checkpoint_config(ckpt, path) -> dict:
+    """The model configuration of a onebit training checkpoint, or a UserError saying why not."""
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict) or not isinstance(
+            ckpt.get("model"), dict):
+        raise UserError(f"{path} is not a onebit training checkpoint (it needs a 'config' and a 'model')")
+    config = dict(ckpt["config"])
+    missing = [k for k in ("arch", "method") if k not in config]
+    if missing:
+        raise UserError(f"{path}: its configuration lacks {missing}; it was not written by onebit train")
+    return config
 
 
 def _emit(text: str, output: "str | None") -> None:
@@ -67,15 +88,16 @@ def cmd_memory(args) -> int:
     _check_output(args.output)
     check_device(args.device)
     from . import create_model, list_methods
-    from .memory import format_bytes, measure
+    from .memory import format_bytes, measure, require_memory
     from .stepbench import benchmark
 
-    def _fmt_b(n):
-        return format_bytes(n, binary=True)
+    _fmt_b = format_bytes
 
     methods = list_methods() if args.method == "all" else args.method.split(",")
     in_ch = args.in_channels or 3
     kwargs = _arch_kwargs(args)
+    require_memory(args.arch, args.image_size, args.batch_size, args.device, in_ch,
+                   **{k: v for k, v in kwargs.items() if k != "in_channels"})
     rows = []
     for name in methods:
         torch.manual_seed(args.seed)
@@ -124,21 +146,19 @@ def cmd_memory(args) -> int:
               f" {ratio(r.get('step_ratio_vs_fp32'), '{:.2f}'):>7} {r.get('largest_batch', '-'):>9}  {parts}")
     if args.budget:
         print(f"max batch: the largest batch whose model + optimizer state + input + step peak fit"
-              f" {format_bytes(args.budget, binary=True)}")
+              f" {format_bytes(args.budget)}")
     return 0
 
 
 def cmd_fidelity(args) -> int:
-    from pathlib import Path
-
     import torch
 
     from . import create_model
-    from .data import DatasetError, get_dataset
+    from .data import get_dataset
     from .fidelity import gradient_fidelity, same_forward_methods
     from .runio import CorruptCheckpoint, load_checkpoint
 
-    _check_output(args.output, args.checkpoint)
+    _check_output(args.output, args.checkpoint, inside=args.data_root if args.dataset else None)
     methods = same_forward_methods() if args.method == "all" else args.method.split(",")
     kwargs, state = _arch_kwargs(args), None
     if args.checkpoint:
@@ -146,17 +166,19 @@ def cmd_fidelity(args) -> int:
             ckpt = load_checkpoint(args.checkpoint, map_location="cpu")
         except (FileNotFoundError, CorruptCheckpoint) as e:
             raise UserError(f"cannot use checkpoint {args.checkpoint}: {e}")
-        if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
-            raise UserError(f"{args.checkpoint} is not a onebit training checkpoint (needs 'config' and 'model')")
-        config = dict(ckpt["config"])
+        config = _checkpoint_config(ckpt, args.checkpoint)
         args.arch = config.pop("arch")
         config.pop("method")
         kwargs, state = config, ckpt["model"]
     if args.dataset:
-        try:
-            images, labels = get_dataset(args.dataset).load(Path(args.data_root), train=False)
-        except DatasetError as e:
-            raise UserError(str(e))
+        ds = get_dataset(args.dataset)
+        if not ds.in_memory:
+            raise UserError(f"fidelity takes its batch from a dataset held in memory (CIFAR, Fashion-MNIST); "
+                            f"{args.dataset} is read from image folders: leave --dataset out (a batch of noise)")
+        images, labels = ds.load(Path(args.data_root), train=False)  # a damaged file: DatasetError, exit 3
+        if images.shape[1] != kwargs.get("in_channels", images.shape[1]):
+            raise UserError(f"the network takes {kwargs['in_channels']} input channels, {args.dataset} has "
+                            f"{images.shape[1]}: use the dataset the checkpoint was trained on")
         x, y = images[:args.batch_size].float().div(255), labels[:args.batch_size]
         kwargs.setdefault("in_channels", x.shape[1])
     else:
@@ -195,11 +217,12 @@ def cmd_export(args) -> int:
     except CorruptCheckpoint as e:
         raise UserError(f"{e}. Export the previous checkpoint ({previous_checkpoint(args.checkpoint)}) "
                         "if it exists, or re-run the training command to rebuild it.")
-    if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
-        raise UserError(f"{args.checkpoint} is not a onebit checkpoint (needs 'config' and 'model')")
-    config = dict(ckpt["config"])
+    config = _checkpoint_config(ckpt, args.checkpoint)
     model = create_model(config.pop("arch"), config.pop("method"), **config)
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, TypeError, AttributeError) as e:
+        raise UserError(f"{args.checkpoint}: its weights do not fit its configuration ({str(e).splitlines()[0][:200]})")
     try:
         size = export_packed(model, out)
     except ValueError as e:
@@ -216,9 +239,12 @@ def cmd_train(args) -> int:
     from .runio import RunLocked
     from .train import Trainer
 
+    if not str(args.out).strip():
+        raise UserError("--out is empty; give the run's folder")
     trainer = Trainer(from_namespace(args), args.out, log=print)  # validates, as --check does
     if args.check:
         cfg = trainer.cfg
+        trainer.rundir.inspect(cfg.identity())  # what training checks of --out, reading only
         print(f"onebit train: configuration valid ({cfg.arch}, {cfg.method}, {trainer.check():,} parameters)")
         return 0
     try:
@@ -232,7 +258,7 @@ def cmd_bench(args) -> int:
     from .bench import format_report, run
     from .config import check_device
 
-    _check_output(args.output, args.grid)
+    _check_output(args.output, args.grid, inside=args.data_root if "train" in args.parts else None)
     check_device(args.device)
     parts = tuple(args.parts.split(","))
     unknown = set(parts) - {"check", "speed", "cost", "train"}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import typing
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ class ConfigError(ValueError):
 def option(default, help: str, *, minimum=None, exclusive_minimum=None, maximum=None,
            exclusive_maximum=None, choices=None, registry: Optional[str] = None,
            runtime: bool = False, grid: bool = True, required: bool = False, pattern: Optional[str] = None,
-           aliases: tuple = ()) -> Any:
+           aliases: tuple = (), env: Optional[str] = None) -> Any:
     """A field with its metadata.
 
     ``minimum`` ... ``exclusive_maximum`` bound numbers; ``choices`` lists the allowed
@@ -39,10 +40,12 @@ def option(default, help: str, *, minimum=None, exclusive_minimum=None, maximum=
     executed, not what it computes (they are not part of its identity); ``grid``
     False keeps a field out of the grid's columns (set by the pipeline instead) and
     ``required`` makes its column mandatory in a grid; ``pattern`` is a regular
-    expression a string must match whole."""
+    expression a string must match whole; ``env`` names an environment variable that
+    gives the command line's default (the pipeline sets it, so that changing it changes
+    no job's command)."""
     meta = dict(help=help, minimum=minimum, exclusive_minimum=exclusive_minimum, maximum=maximum,
                 exclusive_maximum=exclusive_maximum, choices=choices, registry=registry,
-                runtime=runtime, grid=grid, required=required, pattern=pattern, aliases=aliases)
+                runtime=runtime, grid=grid, required=required, pattern=pattern, aliases=aliases, env=env)
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -94,8 +97,8 @@ class TrainConfig:
     amp: bool = option(False, "bf16 autocast")
     # how, not what: excluded from the identity of a run
     data_root: str = option("data", "folder of datasets (downloads go here; ImageNet is read from here)",
-                            runtime=True, grid=False)
-    device: str = option("auto", "auto, cpu, cuda, cuda:1, ...", runtime=True, grid=False)
+                            runtime=True, grid=False, env="ONEBIT_DATA_ROOT")
+    device: str = option("auto", "auto, cpu, cuda, cuda:1, ...", runtime=True, grid=False, env="ONEBIT_DEVICE")
     workers: int = option(4, "data-loading processes (folder datasets such as ImageNet)", minimum=0,
                           runtime=True)
     compile: bool = option(False, "torch.compile the model (memory measurements stay eager)",
@@ -108,6 +111,11 @@ class TrainConfig:
         (which checks the architecture's own arguments, e.g. a WRN depth of 6n+2)."""
         for f in fields():
             check_value(f.name, getattr(self, f.name))
+        from .data import get_dataset
+
+        if self.cutout > get_dataset(self.dataset).image_size:
+            raise ConfigError(f"cutout {self.cutout} is larger than the {self.dataset} images "
+                              f"({get_dataset(self.dataset).image_size} pixels)", "cutout")
         if self.lr_min > self.lr_max:
             raise ConfigError(f"lr_min must be at most lr_max ({self.lr_max!r}), got {self.lr_min!r}",
                               "lr_min")
@@ -318,13 +326,14 @@ def add_arguments(parser) -> None:
 
     for f in fields():
         kind, optional = kind_of(f)
-        help_ = f"{f.metadata['help']} ({describe(f)}; default: %(default)s)"
+        env = f.metadata["env"]
+        default = os.environ.get(env, f.default) if env else f.default
+        help_ = f"{f.metadata['help']} ({describe(f)}; default: %(default)s" + (f", or ${env})" if env else ")")
         if kind is bool:
-            parser.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, default=f.default,
-                                help=help_)
+            parser.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, default=default, help=help_)
             continue
         parser.add_argument(flag(f.name), *f.metadata["aliases"], dest=f.name,
-                            type=_argument_type(f, kind, optional), default=f.default, help=help_)
+                            type=_argument_type(f, kind, optional), default=default, help=help_)
 
 
 def _argument_type(f, kind, optional):

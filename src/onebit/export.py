@@ -50,11 +50,14 @@ def export_packed(model: nn.Module, path: "str | os.PathLike") -> int:
                                         "scale": scale}
     rest = {k: v for k, v in model.state_dict().items() if k not in binary}
     blob = {"format": FORMAT, "config": dict(config), "binary": binary, "tensors": rest}
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
-    return path.stat().st_size
+    import io
+
+    from .runio import atomic_write_bytes
+
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())  # a unique temporary name, fsynced, renamed
+    return Path(path).stat().st_size
 
 
 def load_packed(path: "str | os.PathLike", map_location="cpu") -> nn.Module:

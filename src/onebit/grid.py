@@ -10,6 +10,7 @@ reported before any job starts, naming the file, the row and the field.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -75,11 +76,21 @@ def load_grid(path: "str | Path", check: bool = True) -> pd.DataFrame:
     path = Path(path)
     where = f"grid {path}"
     try:
-        raw = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment="#")
+        # whole-line comments only: a '#' inside a cell is data (pandas' comment= would cut the row)
+        lines = [line for line in path.read_text(encoding="utf-8-sig").splitlines(keepends=True)
+                 if not line.lstrip().startswith("#")]
+        raw = pd.read_csv(io.StringIO("".join(lines)), sep="\t", dtype=str, keep_default_na=False,
+                          index_col=False)
     except FileNotFoundError:
         raise GridError(f"{where} does not exist") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+    except IsADirectoryError:
+        raise GridError(f"{where} is a folder, not a grid file") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
         raise GridError(f"{where} is not a readable tab-separated table: {e}") from None
+    for c in [c for c in raw.columns if str(c).startswith("Unnamed:")]:
+        if (raw[c].str.strip() != "").any():
+            raise GridError(f"{where}: a column without a name holds values (a tab too many in the header?)")
+        raw = raw.drop(columns=c)  # a trailing tab at the end of every line
     cols = columns()
     missing = [c for c, (f, _) in cols.items() if f.metadata["required"] and c not in raw.columns]
     extra = [c for c in raw.columns if c not in cols]

@@ -45,15 +45,13 @@ def kind_of(t: Tensor) -> str:
     return "other"
 
 
-def format_bytes(n: float, binary: bool = False) -> str:
-    """``1.876 GB``; with ``binary``, also ``(1789.0 MiB)``."""
+def format_bytes(n) -> str:
+    """Bytes in binary units, as everywhere in the suite: ``55.9 MiB``, ``1.75 GiB``, ``230.0 KiB``."""
     if n is None or n != n:
         return "–"
-    for unit, scale, bunit, bscale in (("GB", 1e9, "GiB", 2**30), ("MB", 1e6, "MiB", 2**20),
-                                       ("kB", 1e3, "KiB", 2**10)):
-        if n >= scale:
-            text = f"{n / scale:.3f} {unit}"
-            return f"{text} ({n / bscale:.1f} {bunit})" if binary else text
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}" if unit == "GiB" else f"{n / scale:.1f} {unit}"
     return f"{n:.0f} B"
 
 
@@ -194,3 +192,26 @@ def job_memory_mb(spec: dict) -> int:
     else:
         need = max(3 * act * spec["batch_size"], 2 * budget) + 3 * 4 * params
     return int(need / 1e6) + 2000
+
+
+def physical_memory(device) -> int:
+    """Bytes of memory of a device: the machine's RAM for the CPU, the GPU's own memory."""
+    import os
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def require_memory(arch: str, image_size: int, batch_size: int, device, in_channels: int = 3, **kw) -> None:
+    """Refuse, before any allocation, a measurement whose exact training step could not
+    fit the device (on Linux a too large allocation may succeed and then bring the
+    out-of-memory killer instead of an error)."""
+    act, params = activation_bytes_per_image(arch, image_size, in_channels, **kw)
+    need = 2 * act * batch_size + batch_size * in_channels * image_size**2 * 4 + 16 * params
+    have = physical_memory(device)
+    if need > have:
+        raise MemoryError(f"{arch} at {image_size}x{image_size}x{in_channels}, batch {batch_size} needs about "
+                          f"{need / 2**30:.1f} GiB for a training step, the {torch.device(device).type} has "
+                          f"{have / 2**30:.1f} GiB")

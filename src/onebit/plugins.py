@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 
 _loaded: set[str] = set()
+#: the plugin files imported so far (a command must not write over them)
+LOADED_FILES: set[Path] = set()
 
 
 ENTRY_POINT_GROUP = "onebit.methods"
@@ -61,13 +63,14 @@ def load_plugins(spec: "str | list[str] | None" = None) -> list[str]:
                 module = importlib.util.module_from_spec(mod_spec)
                 sys.modules[name] = module
                 mod_spec.loader.exec_module(module)
+                LOADED_FILES.add(path)
             else:
                 importlib.import_module(item)
         except ValueError:
             raise
         except ModuleNotFoundError as e:
             raise ValueError(f"plugin module {item!r} cannot be imported ({e})") from None
-        except Exception as e:  # the plugin's own code failed: say which plugin
+        except (Exception, SystemExit) as e:  # the plugin's own code failed (or exited): say which plugin
             raise ValueError(f"plugin {item} failed while loading ({type(e).__name__}: {e}); fix it or "
                              "leave it out of --plugins / ONEBIT_PLUGINS / the pipeline's plugins") from None
         _loaded.add(item)

@@ -47,13 +47,10 @@ def network(row) -> str:
 
 
 def mib(n) -> str:
-    """Bytes in binary units: ``55.9 MiB``, ``1.75 GiB``, ``230.0 KiB``."""
-    if n is None or pd.isna(n):
-        return ""
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f} {unit}" if unit == "GiB" else f"{n / scale:.1f} {unit}"
-    return f"{n:.0f} B"
+    """Bytes in binary units: ``55.9 MiB``, ``1.75 GiB``, ``230.0 KiB`` (empty for none)."""
+    from .memory import format_bytes
+
+    return "" if n is None or pd.isna(n) else format_bytes(n)
 
 
 def pm(mean, std, n=None) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .runio import (CorruptCheckpoint, RunLock, atomic_write_json, atomic_write_text, load_checkpoint,
-                    previous_checkpoint, save_checkpoint, set_aside)
+                    previous_checkpoint, remove_stale_temporaries, save_checkpoint, set_aside)
 
 #: version of the training state in checkpoint.pt; 1 had no "format" key
 STATE_FORMAT = 2
@@ -51,20 +51,44 @@ class RunDir:
         self.final = self.path / "final.json"
         self.checkpoint = self.path / "checkpoint.pt"
 
+    #: what a run directory may hold besides temporaries and set-aside checkpoints
+    OWN = {".lock", "config.json", "env.json", "metrics.jsonl", "final.json", "checkpoint.pt",
+           "checkpoint.pt.prev", "checkpoint.pt.new"}
+
     @contextmanager
     def open(self, identity: dict):
         """Create the directory, take its lock (main process) and check that it holds
-        nothing of another configuration."""
+        nothing else: no other configuration, no files of something other than a run.
+        Temporaries a killed writer left are removed (under the lock)."""
+        self.inspect(identity)
         self.path.mkdir(parents=True, exist_ok=True)
         lock = RunLock(self.path) if self.main else None
         if lock is not None:
             lock.__enter__()
         try:
-            self.check_identity(identity)
+            self.inspect(identity)
+            if self.main:
+                remove_stale_temporaries(self.path)
             yield self
         finally:
             if lock is not None:
                 lock.__exit__(None, None, None)
+
+    def inspect(self, identity: dict) -> None:
+        """Refuse, reading only, a path that cannot hold this run: a file, a folder of
+        other files, a run of another configuration, a damaged config or final file."""
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigMismatch(f"--out {self.path} is a file; give a folder for the run (new or its own)")
+        if not self.path.is_dir():
+            return
+        foreign = sorted(p.name for p in self.path.iterdir() if p.name not in self.OWN
+                         and not p.name.startswith("checkpoint.pt.corrupt-")
+                         and not (p.name.startswith(".") and p.name.endswith(".tmp")))
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+            raise ConfigMismatch(f"{self.path} holds files that are not part of a onebit run ({shown}): nothing "
+                                 "was written. Use a new or empty folder for --out.")
+        self.check_identity(identity)
 
     def check_identity(self, identity: dict) -> None:
         for path, key in ((self.config, "identity"), (self.final, None)):
@@ -72,8 +96,11 @@ class RunDir:
                 continue
             try:
                 held = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue  # unreadable: judged by what else is there
+                if not isinstance(held, dict):
+                    raise ValueError("not a JSON object")
+            except (OSError, ValueError) as e:
+                raise ConfigMismatch(f"{path} is damaged ({e}); it was not touched. Move it away (the run "
+                                     "then restarts or resumes from its checkpoint) or use another --out.") from None
             held = held.get(key, {}) if key else {k: held.get(k, "(absent)") for k in identity}
             if held != identity:
                 state = "finished" if self.final.exists() else "unfinished"

@@ -32,6 +32,9 @@ def fault_point(name: str) -> None:
     target, _, count = spec.partition(":")
     if target != name:
         return
+    if not (count or "1").isdigit():
+        raise ValueError(f"ONEBIT_FAULT={spec!r}: the test hook takes POINT:N with N a positive integer "
+                         "(unset ONEBIT_FAULT to train normally)")
     _FAULT_COUNTS[name] = _FAULT_COUNTS.get(name, 0) + 1
     if _FAULT_COUNTS[name] == int(count or 1):
         os.kill(os.getpid(), signal.SIGKILL)
@@ -44,6 +47,7 @@ def atomic_write_bytes(path: Path, data: bytes, fault: str | None = None) -> Non
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a result file is as readable as any other
         with os.fdopen(fd, "wb") as f:
             half = len(data) // 2
             f.write(data[:half])
@@ -57,6 +61,25 @@ def atomic_write_bytes(path: Path, data: bytes, fault: str | None = None) -> Non
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_temporaries(folder: Path) -> list:
+    """Delete the temporary files a killed writer left (``.<name>.<random>.tmp``); only
+    the holder of the folder's run lock may call this."""
+    removed = []
+    for p in Path(folder).glob(".*.tmp"):
+        p.unlink(missing_ok=True)
+        removed.append(p.name)
+    for p in Path(folder).glob("*.new"):  # a checkpoint written but not yet renamed
+        p.unlink(missing_ok=True)
+        removed.append(p.name)
+    return removed
 
 
 def atomic_write_text(path: Path, text: str, fault: str | None = None) -> None:
@@ -131,6 +154,10 @@ class RunLock:
     same run. The kernel releases it when the holder dies, so a killed run leaves
     no stale lock behind."""
 
+    #: lock descriptors held by this process: a forked DataLoader worker closes them
+    #: (:func:`close_inherited_locks`), so that it cannot hold the lock after a crash
+    HELD: set = set()
+
     def __init__(self, folder: Path):
         self.path = Path(folder) / ".lock"
         self.fd = None
@@ -148,10 +175,23 @@ class RunLock:
             raise
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        RunLock.HELD.add(self.fd)
         return self
 
     def __exit__(self, *exc):
+        RunLock.HELD.discard(self.fd)
         os.close(self.fd)  # releases the lock
+
+
+def close_inherited_locks(*_) -> None:
+    """In a forked child (a DataLoader worker, as ``worker_init_fn``): close the run locks
+    inherited from the parent, so that only the parent holds them."""
+    for fd in list(RunLock.HELD):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    RunLock.HELD.clear()
 
 
 def git_revision(cwd: Path | None = None) -> tuple[str | None, bool | None]:

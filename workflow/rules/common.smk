@@ -9,7 +9,9 @@ from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
 from onebit.grid import GridError, jobs, load_grid, train_args
-from onebit.models import MODELS
+import torch
+
+from onebit.models import create_model
 from onebit.memory import job_memory_mb
 from onebit.plugins import load_plugins
 
@@ -43,8 +45,12 @@ if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
     )
 else:
     ONEBIT_PY = shlex.quote(sys.executable)
+# The data folder and the training device are runtime settings: through the environment
+# too, so that changing them re-runs no finished job.
 shell.prefix(
     f"export ONEBIT_PLUGINS={shlex.quote(PLUGINS)}; "
+    f"export ONEBIT_DATA_ROOT={shlex.quote(config['data_root'])}; "
+    f"export ONEBIT_DEVICE={shlex.quote(config['device'])}; "
     f'onebit_py() {{{{ {ONEBIT_PY} "$@"; }}}}; '
     'onebit() {{ onebit_py -m onebit.cli "$@"; }}; '
     "onebit_torchrun() {{ n=$1; shift; onebit_py -m torch.distributed.run --standalone"
@@ -63,12 +69,16 @@ FIGURES = [
 ]
 for _name, _spec in MEMORY.items():
     try:  # what reaches the memory job's command line is checked here, before any job
-        MODELS.get(_spec["arch"])
         if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", _spec.get("device", "cpu")):
             raise ValueError(
                 f"device must be auto, cpu, cuda or cuda:N, got {_spec['device']!r}"
             )
-    except (KeyError, ValueError) as e:
+        _kw = {k: _spec[k] for k in ("depth", "width") if k in _spec}
+        with torch.device("meta"):  # the network is built as the job will build it
+            create_model(
+                _spec["arch"], "fp32", in_channels=_spec.get("in_channels", 3), **_kw
+            )
+    except (KeyError, ValueError, TypeError) as e:
         raise WorkflowError(f"memory.{GRID_NAME}.{_name}: {e}") from None
 for _row, _name in GRID["memory"].dropna().items():
     if _name not in MEMORY:
@@ -81,6 +91,11 @@ FIDELITY = config["fidelity"].get(GRID_NAME)
 if FIDELITY and FIDELITY["row"] not in GRID.index:
     raise WorkflowError(
         f"fidelity: row {FIDELITY['row']!r} is not in grid {GRID_NAME!r}"
+    )
+if FIDELITY and FIDELITY["seed"] not in GRID.loc[FIDELITY["row"], "seeds"]:
+    raise WorkflowError(
+        f"fidelity: seed {FIDELITY['seed']} is not a seed of row {FIDELITY['row']!r} "
+        f"(its seeds: {GRID.loc[FIDELITY['row'], 'seeds']})"
     )
 
 
@@ -138,11 +153,26 @@ def fidelity_args(wc):
 
 
 FIDELITY_SHELL = (
-    "OMP_NUM_THREADS={threads} onebit fidelity {params.args:q} --data-root {params.root:q}"
+    "OMP_NUM_THREADS={threads} onebit fidelity {params.args:q}"
     " --output {output:q} 2> {log:q}"
     if FIDELITY
     else "echo '[]' > {output:q} 2> {log:q}"
 )
+
+
+def check_slurm_account():
+    """The SLURM profile's placeholder account, left unedited, is refused before any job."""
+    defaults = workflow.resource_settings.default_resources or {}
+    account = (
+        getattr(defaults.get("slurm_account"), "raw", None)
+        if hasattr(defaults, "get")
+        else None
+    )
+    if not workflow.local_exec and account is not None and "my_account" in str(account):
+        raise WorkflowError(
+            "profiles/slurm/config.yaml still names the placeholder account my_account: set "
+            "slurm_account to yours (sacctmgr show associations user=$USER), or delete that line"
+        )
 
 
 def check_gpu_limit():

@@ -7,8 +7,5 @@ rule data:
         f"{RES}/logs/data/{{dataset}}.log",
     conda:
         "../../envs/onebit.yaml"
-    params:
-        root=config["data_root"],
     shell:
-        "onebit data --dataset {wildcards.dataset:q} --data-root {params.root:q}"
-        " --output {output:q} 2> {log:q}"
+        "onebit data --dataset {wildcards.dataset:q}" " --output {output:q} 2> {log:q}"

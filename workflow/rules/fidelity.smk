@@ -15,7 +15,6 @@ rule fidelity:
     threads: config["threads_per_job"]
     params:
         args=fidelity_args,
-        root=config["data_root"],
     shell:
         FIDELITY_SHELL
 

@@ -22,9 +22,7 @@ rule train:
         launcher=launcher,
         args=lambda wc: train_args(GRID.loc[wc.row], int(wc.seed)),
         out=lambda wc: f"{RES}/runs/{wc.row}/seed{wc.seed}",
-        root=config["data_root"],
-        device=config["device"],
     shell:
         "OMP_NUM_THREADS={threads} {params.launcher} train"
-        " {params.args:q} --device {params.device:q} --data-root {params.root:q}"
+        " {params.args:q}"
         " --out {params.out:q} > {log:q} 2>&1"

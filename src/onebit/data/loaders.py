@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..runio import close_inherited_locks
+
 
 def augment(x: Tensor, gen: torch.Generator, pad: int = 4, flip: bool = True,
             cutout: int = 0, cutout_style: str = "official") -> Tensor:
@@ -159,9 +161,14 @@ class ImageFolder(torch.utils.data.Dataset):
         epoch, i = key if isinstance(key, tuple) else (0, key)
         rng = random.Random(f"{self.seed}:{epoch}:{i}")
         path, label = self.samples[i]
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            im = self._random_resized_crop(im, rng) if self.train else self._center_crop(im)
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+                im = self._random_resized_crop(im, rng) if self.train else self._center_crop(im)
+        except (OSError, ValueError, SyntaxError) as e:  # PIL: unreadable, truncated, not an image
+            from .formats import DatasetError
+            raise DatasetError(f"{path} cannot be read as an image ({type(e).__name__}: {e}); replace or "
+                               "remove it") from None
         x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
         if self.train and rng.random() < 0.5:
             x = x.flip(2)
@@ -231,8 +238,14 @@ class DeviceBatches:
         self.sampler.set_epoch(epoch)
 
     def __iter__(self):
-        for x, y in self.loader:
-            yield normalize_imagenet(x.to(self.device, non_blocking=True)), y.to(self.device, non_blocking=True)
+        from .formats import DatasetError
+
+        try:
+            for x, y in self.loader:
+                yield normalize_imagenet(x.to(self.device, non_blocking=True)), y.to(self.device, non_blocking=True)
+        except DatasetError as e:  # from a loader worker: its message carries the worker's traceback
+            raise DatasetError(str(e).rstrip().splitlines()[-1].removeprefix(
+                "onebit.data.formats.DatasetError: ")) from None
 
 
 def make_batches(cfg, ds, device, gen: torch.Generator, rank: int = 0, world_size: int = 1):
@@ -265,7 +278,8 @@ def make_batches(cfg, ds, device, gen: torch.Generator, rank: int = 0, world_siz
         loader = torch.utils.data.DataLoader(
             d, batch_size=batch if train else cfg.eval_batch_size, sampler=sampler,
             num_workers=cfg.workers, pin_memory=torch.device(device).type == "cuda",
-            persistent_workers=cfg.workers > 0, generator=torch.Generator().manual_seed(cfg.seed))
+            persistent_workers=cfg.workers > 0, generator=torch.Generator().manual_seed(cfg.seed),
+            worker_init_fn=close_inherited_locks if cfg.workers > 0 else None)
         out.append(DeviceBatches(loader, sampler, device))
     return tuple(out)
 

@@ -69,6 +69,9 @@ class WRN(nn.Module):
         fp_ends = fp32_first_last or method.fp32_first_last
         n = (depth - 2) // per_block
         widths = [int(round(base * 2**i * width)) for i in range(stages)]
+        if widths[0] < 1:
+            raise ConfigError(f"WRN width {width!r} gives {base} x {width!r} = 0 channels in the first stage; "
+                              f"use a width of at least {1 / base:g}", "width")
         self.stem = stem
         self.bn_in = nn.BatchNorm2d(in_channels)  # learned scale/offset: it normalises raw pixels
         k, s, p = (7, 2, 3) if stem == "imagenet" else (3, 1, 1)
