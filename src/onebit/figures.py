@@ -205,7 +205,10 @@ def gradient_fidelity(fidelity: pd.DataFrame) -> plt.Figure:
     layers = df.drop_duplicates("index").sort_values("index")["layer"].tolist()
     for ax, col, title in zip(axes, ["bias", "std"], ["bias: |mean gradient - exact|",
                                                       "spread of one draw"]):
-        shown = df[df[col] > 0] if col == "bias" else df
+        shown = df[df[col] > 0]  # a log axis cannot show 0: such methods are named in the title
+        zero = [m for m in pal if m in set(df["method"]) and not (df.loc[df["method"] == m, col] > 0).any()]
+        if zero:
+            title += f"\n(0 for {', '.join(zero)}: not shown)"
         sns.lineplot(data=shown, x="layer", y=col, hue="method", hue_order=list(pal), palette=pal, marker="o",
                      ax=ax, sort=False)
         if col == "bias":
