@@ -87,3 +87,13 @@ def test_entry_point_plugins_of_installed_packages(tmp_path, monkeypatch):
     finally:
         METHODS.unregister("ep-test")
         sys.modules.pop("my_onebit_methods", None)
+
+
+def test_python_dash_m_onebit_is_the_onebit_command():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "onebit", "methods"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "w1+cl" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "onebit", "frob"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "usage: onebit" in proc.stderr

@@ -153,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--method", default="all", help="methods (comma-separated) or 'all'")
     b.add_argument("--parts", default="check,speed,cost,train", help="which parts to run (comma-separated)")
     b.add_argument("--grid", default="config/grids/paper.tsv", help="grid whose cost to estimate")
-    b.add_argument("--data-root", default="data", help="where Fashion-MNIST is (data-root/fashion-mnist/)")
+    b.add_argument("--data-root", default=os.environ.get("ONEBIT_DATA_ROOT", "data"),
+                   help="where Fashion-MNIST is (data-root/fashion-mnist/; default: %(default)s, or $ONEBIT_DATA_ROOT)")
     b.add_argument("--train-dataset", default="fashion_mnist", help="dataset of the real training run")
     b.add_argument("--budget", type=_byte_size, default=None,
                    help="memory budget of the largest-batch search (default: 90%% of the GPU; 32MiB on a CPU)")
