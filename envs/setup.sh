@@ -9,6 +9,16 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
+# On a machine without an NVIDIA GPU, PyTorch comes from its CPU index where that index can be
+# reached (PyPI's wheel is the CUDA build, several GB); an index the user set is left alone.
+if ! command -v nvidia-smi >/dev/null && [ -z "${PIP_INDEX_URL:-}${PIP_EXTRA_INDEX_URL:-}" ] \
+    && ! .venv/bin/python -c "import torch" 2>/dev/null \
+    && .venv/bin/python -c "import urllib.request as u; u.urlopen('https://download.pytorch.org/whl/cpu/', timeout=5)" \
+        >/dev/null 2>&1; then
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check "$(grep -E '^torch==' envs/requirements.txt)" \
+        --index-url https://download.pytorch.org/whl/cpu \
+        || echo "setup: PyTorch's CPU index failed; installing torch from the configured index" >&2
+fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r envs/requirements-dev.txt
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 

@@ -173,3 +173,46 @@ def test_inherited_lock_would_block_without_closing(tmp_path):
         assert subprocess.run([sys.executable, "-c", probe], timeout=60).returncode == 1
     finally:
         os.waitpid(pid, 0)
+
+
+def test_check_refuses_a_checkpoint_of_another_run_as_training_does(tiny_fashion, tmp_path, capsys):
+    import shutil
+
+    from onebit.cli import main
+
+    train(tiny_cfg(tiny_fashion, method="fp32", epochs=1), tmp_path / "a", log=lambda *_: None)
+    train(tiny_cfg(tiny_fashion, method="w1", epochs=1), tmp_path / "b", log=lambda *_: None)
+    (tmp_path / "a" / "final.json").unlink()
+    shutil.copy(tmp_path / "b" / "checkpoint.pt", tmp_path / "a" / "checkpoint.pt")
+    args = ["train", "--dataset", "tiny_fashion", "--data-root", str(tiny_fashion), "--depth", "8", "--width",
+            "0.25", "--batch-size", "32", "--epochs", "1", "--lr-max", "0.05", "--method", "fp32",
+            "--out", str(tmp_path / "a")]
+    for check in (["--check"], []):
+        assert main([*args, *check]) == 2
+        assert "holds the state of a run of another configuration" in capsys.readouterr().err
+
+
+def test_training_refuses_an_image_tree_with_the_wrong_classes(tiny_imagenet, tmp_path, capsys):
+    import shutil
+
+    from onebit.cli import main
+
+    shutil.rmtree(sorted((tiny_imagenet / "imagenet" / "train").iterdir())[0])
+    code = main(["train", "--dataset", "tiny_imagenet", "--data-root", str(tiny_imagenet), "--depth", "8",
+                 "--width", "0.25", "--batch-size", "4", "--epochs", "1", "--workers", "0",
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 3 and "holds 2 class folders, 3 expected" in err
+
+
+def test_a_damaged_only_checkpoint_says_the_run_restarts(tiny_fashion, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_cfg(tiny_fashion, epochs=1), run, log=lambda *_: None)
+    (run / "final.json").unlink()
+    assert not (run / "checkpoint.pt.prev").exists()
+    data = (run / "checkpoint.pt").read_bytes()
+    (run / "checkpoint.pt").write_bytes(data[: len(data) // 2])
+    said = []
+    train(tiny_cfg(tiny_fashion, epochs=1), run, log=said.append)
+    warning = [s for s in said if "WARNING" in s]
+    assert warning and "restarting the run from epoch 0" in warning[0] and "previous" not in warning[0]

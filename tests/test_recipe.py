@@ -145,3 +145,33 @@ def test_imagenet_wrn_runs_and_rejects_a_three_stage_depth():
     assert out.shape == (2, 7)
     with pytest.raises(ValueError, match="8n \\+ 2"):
         create_model("wrn_imagenet", depth=20, width=1)
+
+
+def test_report_shows_a_grids_own_table_with_what_each_row_changes():
+    """A grid's own table (e.g. recipe.tsv's ``recipe``) gets a section: each row against the
+    first row of its method, the run fields it changes and the difference in error."""
+    import json
+
+    import pandas as pd
+
+    from onebit import reporting
+
+    base = {"arch": "wrn", "depth": 8, "width": 2.0, "cutout": 0, "cutout_style": "official",
+            "momentum_reset": True}
+    rows = [("a-official", "fp32", {}, 21.25), ("a-no-reset", "fp32", {"momentum_reset": False}, 20.8),
+            ("b-official", "w1", {}, 23.5), ("a-cutout", "fp32", {"cutout": 14, "cutout_style": "devries"}, 23.0),
+            ("paper-row", "w1", {}, 5.0)]
+    summary = pd.DataFrame([{
+        "row": r, "method": m, "table": "slide16" if r == "paper-row" else "recipe", "dataset": "fashion_mnist",
+        "arch": "wrn", "depth": 8, "width": 2.0, "epochs": 3, "recipe": json.dumps({**base, **change}),
+        "test_err_mean": err, "test_err_std": 0.1, "seeds": 2} for r, m, change, err in rows])
+    got = reporting.other_tables(summary)
+    assert list(got) == ["recipe"]  # paper tables have their own sections
+    t = got["recipe"].set_index("row")
+    assert list(t.index) == ["a-official", "a-no-reset", "b-official", "a-cutout"]
+    assert t.loc["a-official", "changed against the first row of its method"] == "(the reference of its method)"
+    assert t.loc["a-no-reset", "changed against the first row of its method"] == "momentum_reset = False"
+    assert t.loc["a-no-reset", "error difference"] == "-0.45"
+    assert t.loc["b-official", "error difference"] == ""  # the first w1 row: its own reference
+    assert t.loc["a-cutout", "changed against the first row of its method"] == "cutout = 14, cutout_style = devries"
+    assert t.loc["a-cutout", "error difference"] == "+1.75"

@@ -245,6 +245,10 @@ def cmd_train(args) -> int:
     if args.check:
         cfg = trainer.cfg
         trainer.rundir.inspect(cfg.identity())  # what training checks of --out, reading only
+        try:
+            trainer.rundir.check_checkpoints(cfg.identity())
+        except StateVersionError as e:
+            raise UserError(str(e))
         print(f"onebit train: configuration valid ({cfg.arch}, {cfg.method}, {trainer.check():,} parameters)")
         return 0
     try:

@@ -365,3 +365,34 @@ def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
         "paper %": s["paper_err"].map(lambda v: _num(v, "{:.2f}")),
         "minutes / run": (s["wall_seconds"] / 60).map(lambda v: _num(v, "{:.1f}")),
     }).reset_index(drop=True)
+
+
+#: grid tables the report shows in sections of their own (besides :data:`TABLES`)
+SHOWN_ELSEWHERE = ("baseline", "peers", "ablation", "memory")
+
+
+def other_tables(summary: pd.DataFrame) -> dict:
+    """The rows of tables no paper section shows (a grid's own, such as ``recipe``), per
+    table: each row's error and what it changes against the first row of its method in
+    that table (the fields of its recipe that differ, and the difference in error)."""
+    import json
+
+    extra = summary[~summary["table"].isin(list(TABLES) + list(SHOWN_ELSEWHERE))]
+    out = {}
+    for table, rows in extra.groupby("table", sort=False):
+        first, changes, diffs = {}, [], []
+        for _, r in rows.iterrows():
+            ref = first.setdefault(r["method"], r)
+            mine, theirs = json.loads(r["recipe"]), json.loads(ref["recipe"])
+            changed = [f"{k} = {mine.get(k)}" for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
+            same = r["row"] == ref["row"]
+            changes.append("(the reference of its method)" if same else ", ".join(changed) or "nothing")
+            diffs.append("" if same else f"{r['test_err_mean'] - ref['test_err_mean']:+.2f}")
+        out[table] = pd.DataFrame({
+            "row": rows["row"].values, "method": rows["method"].values,
+            "network": rows.apply(network, axis=1).values, "dataset": rows["dataset"].map(dataset_name).values,
+            "test error % (mean ± sd)": [pm(m, sd, n) for m, sd, n in
+                                         zip(rows["test_err_mean"], rows["test_err_std"], rows["seeds"])],
+            "seeds": rows["seeds"].astype("Int64").values,
+            "changed against the first row of its method": changes, "error difference": diffs})
+    return out

@@ -103,9 +103,9 @@ class RunDir:
                                      "then restarts or resumes from its checkpoint) or use another --out.") from None
             held = held.get(key, {}) if key else {k: held.get(k, "(absent)") for k in identity}
             if held != identity:
-                state = "finished" if self.final.exists() else "unfinished"
+                state = "a finished" if self.final.exists() else "an unfinished"
                 raise ConfigMismatch(
-                    f"{self.path} holds a {state} run of another configuration "
+                    f"{self.path} holds {state} run of another configuration "
                     f"(field: (existing, requested): {_diff(held, identity)}). Use another --out for "
                     "the new configuration, or delete that directory to replace its run.")
 
@@ -128,13 +128,25 @@ class RunDir:
                 state = load_checkpoint(path, map_location=map_location)
             except CorruptCheckpoint as e:
                 moved = set_aside(path).name if self.main else path.name
-                then = ("falling back to the previous checkpoint" if path == self.checkpoint
+                then = ("falling back to the previous checkpoint"
+                        if path == self.checkpoint and previous_checkpoint(path).exists()
                         else "restarting the run from epoch 0")
                 self.log(f"WARNING: {e}. It was renamed to {moved}; {then}.")
                 continue
             self._check_state(path, state, identity)
             return state
         return None
+
+    def check_checkpoints(self, identity: dict) -> None:
+        """Read-only: refuse as :meth:`resume` would a checkpoint of another configuration
+        or format (a damaged one is left for training to set aside)."""
+        for path in (self.checkpoint, previous_checkpoint(self.checkpoint)):
+            if path.exists():
+                try:
+                    state = load_checkpoint(path, map_location="cpu")
+                except CorruptCheckpoint:
+                    continue
+                self._check_state(path, state, identity)
 
     def _check_state(self, path: Path, state, identity: dict) -> None:
         if not isinstance(state, dict):

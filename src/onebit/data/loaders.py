@@ -271,6 +271,11 @@ def make_batches(cfg, ds, device, gen: torch.Generator, rank: int = 0, world_siz
     for train in (True, False):
         d = ImageFolder(ds.folder(root, train), train, ds.image_size, seed=cfg.seed,
                         limit=cfg.train_subset if train else cfg.test_subset)
+        if len(d.classes) != ds.num_classes:  # labels would silently index a head of another size
+            from .formats import DatasetError
+            raise DatasetError(f"{d.root} holds {len(d.classes)} class folders, {ds.num_classes} expected for "
+                               f"{ds.name}: an incomplete copy, or val/ not arranged into class folders "
+                               "(onebit data checks the whole tree)")
         sampler = EpochSampler(len(d), cfg.seed, shuffle=train, **common)
         # a generator of its own: the loader draws its workers' base seed at every epoch,
         # which would otherwise advance the global torch RNG (the noise of the methods)
