@@ -404,7 +404,13 @@ def format_report(out: dict) -> str:
                          f" {r.get('largest_batch', '-'):>9} {r.get('largest_batch_vs_fp32', float('nan')):>7.2f}")
     if "cost" in out:
         total = sum(r["gpu_hours"] for r in out["cost"])
-        lines += ["", f"3. Cost of the grid: {total:,.0f} GPU-hours in all (training steps only)",
+        if env["device"] == "cuda":
+            title = f"3. Cost of the grid: {total:,.0f} GPU-hours in all (training steps only)"
+        else:  # tiny batches on another device: the arithmetic is exercised, the hours mean nothing
+            title = (f"3. Cost of the grid: {total:,.0f} device-hours on {env['device']}, timed at tiny batches "
+                     "(training steps only): not an estimate for a GPU; run --write-runtime on the kind of GPU the "
+                     "grid will run on")
+        lines += ["", title,
                   f"{'row':<22} {'method':<9} {'epochs':>6} {'seeds':>5} {'gpus':>4} {'min/epoch':>9}"
                   f" {'GPU-hours':>9} {'runtime':>7} {'(grid)':>7}"]
         for r in out["cost"]:
