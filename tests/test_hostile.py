@@ -128,7 +128,10 @@ def test_ctrl_c_prints_one_line_and_the_run_resumes(tmp_path):
             "--dataset", "tiny_fashion", "--depth", "8", "--width", "0.5", "--batch-size", "32", "--epochs", "40",
             "--crop-pad", "0", "--data-root", str(tmp_path), "--out", str(tmp_path / "run")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as at a terminal: a test runner started in the background (`cmd &` in a script)
+    # ignores SIGINT, and the run would inherit that
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while not (tmp_path / "run" / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.1)
