@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from onebit.bench import check_method, sizes
+from onebit.measure.bench import check_method, sizes
 from onebit.cli import main
 from onebit.grid import load_grid
 
@@ -44,7 +44,7 @@ def test_bench_runs_every_part_at_tiny_sizes(tiny_fashion, tmp_path, capsys):
 def test_correctness_check_catches_a_layout_bug(monkeypatch):
     """A broken method must fail the check: here the packed 1-bit copy of a channels-last
     activation is unpacked as if it were NCHW."""
-    import onebit.functional as F
+    import onebit.ops.functional as F
 
     s = sizes(torch.device("cpu"))
     assert all(r["ok"] for r in check_method("cl", torch.device("cpu"), s))

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from onebit import create_model
-from onebit.act2 import dequantize2, quantize2
-from onebit.memory import measure
+from onebit.ops.act2 import dequantize2, quantize2
+from onebit.measure.memory import measure
 
 KW = {"wrn": dict(depth=8, width=1), "resnet18": dict(num_classes=10)}
 X = {"wrn": (8, 3, 16, 16), "resnet18": (4, 3, 64, 64)}

@@ -6,7 +6,7 @@ import torch
 
 from onebit import create_model
 from onebit.cli import main
-from onebit.fidelity import gradient_fidelity, same_forward_methods
+from onebit.measure.fidelity import gradient_fidelity, same_forward_methods
 
 
 def run(methods, draws=6, seed=0, width=0.5):

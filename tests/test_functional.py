@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from onebit.bits import pack_bits, unpack_bits
-from onebit.functional import AvgPoolPad, CompactMaxPool, MaskReLU, StrictBNReLU
-from onebit.layers import BNReLU, QConv2d, QLinear
+from onebit.ops.bits import pack_bits, unpack_bits
+from onebit.ops.functional import AvgPoolPad, CompactMaxPool, MaskReLU, StrictBNReLU
+from onebit.models.layers import BNReLU, QConv2d, QLinear
 from onebit.methods import stochastic_binary
 
 
@@ -71,7 +71,7 @@ def _cl_conv_grads(a, w, g, draws):
         conv.weight.grad = None
         a_leaf = a.clone().requires_grad_()
         act = torch.nn.Identity()(a_leaf)
-        from onebit.layers import compress
+        from onebit.models.layers import compress
         out = conv(compress(act, conv.method))
         out.backward(g)
         gw += conv.weight.grad
@@ -99,7 +99,7 @@ def test_cl_gradients_input_exact_weight_unbiased_below_one():
 def test_cl_conv_keeps_only_packed_bits():
     conv = QConv2d(8, 4, 3, 1, 1, method="cl")
     a = torch.rand(2, 8, 8, 8, requires_grad=True)
-    from onebit.layers import compress
+    from onebit.models.layers import compress
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         conv(compress(a * 1, conv.method))
@@ -233,7 +233,7 @@ def test_strict_backward_matches_hand_written_formula():
 def test_pack_bits_channels_last_round_trip():
     mask = torch.rand(3, 5, 4, 7) > 0.5
     nhwc = mask.contiguous(memory_format=torch.channels_last)
-    from onebit.bits import is_channels_last
+    from onebit.ops.bits import is_channels_last
 
     assert is_channels_last(nhwc) and not is_channels_last(mask)
     out = unpack_bits(pack_bits(nhwc), mask.shape, torch.float32, channels_last=True)
@@ -261,7 +261,7 @@ def test_channels_last_gives_the_same_step(method, monkeypatch):
 
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
 def test_unpack_batch_slice_is_the_slice_of_the_whole(fmt):
-    from onebit.bits import is_channels_last, unpack_batch_slice
+    from onebit.ops.bits import is_channels_last, unpack_batch_slice
 
     mask = (torch.rand(7, 8, 5, 3) > 0.5).contiguous(memory_format=fmt)
     nhwc = is_channels_last(mask)
@@ -277,7 +277,7 @@ def test_unpack_batch_slice_is_the_slice_of_the_whole(fmt):
 def test_conv_backward_in_batch_slices_gives_the_whole_batch_gradients(method, monkeypatch):
     """Compressed learning runs the convolution backward a batch slice at a time (a
     lower peak): the same gradients as in one piece, for even and uneven slices."""
-    import onebit.functional as fn
+    import onebit.ops.functional as fn
     from onebit import create_model
 
     grads = {}
@@ -297,8 +297,8 @@ def test_conv_backward_in_batch_slices_gives_the_whole_batch_gradients(method, m
 
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
 def test_binarize_in_slices_draws_the_same_bits_and_counts_agree(fmt):
-    from onebit.ablations import deterministic_binary
-    from onebit.functional import _channel_count, binarize_in_slices
+    from onebit.methods.ablations import deterministic_binary
+    from onebit.ops.functional import _channel_count, binarize_in_slices
 
     a = (torch.rand(12, 5, 6, 6) * 1.5).contiguous(memory_format=fmt)
     for f in (stochastic_binary, deterministic_binary):

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from onebit import create_model, list_methods
-from onebit.layers import BNReLU, QConv2d
-from onebit.memory import measure
+from onebit.models.layers import BNReLU, QConv2d
+from onebit.measure.memory import measure
 
 
 @pytest.mark.parametrize("method", list_methods())
@@ -75,7 +75,7 @@ def test_compressed_learning_keeps_far_fewer_bytes_on_wrn():
 
 
 def test_memory_job_asks_for_memory_that_follows_from_its_batch():
-    from onebit.memory import activation_bytes_per_image, job_memory_mb
+    from onebit.measure.memory import activation_bytes_per_image, job_memory_mb
 
     act, params = activation_bytes_per_image("resnet18", 224)
     assert params == 11_689_512 and 15e6 < act < 25e6  # every module output of one image, fp32

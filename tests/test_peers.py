@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from onebit import create_model, get_method
-from onebit.layers import BNReLU, QConv2d
-from onebit.peers import clip_binary_weights
-from onebit.stepbench import make_optimizer, train_step
+from onebit.models.layers import BNReLU, QConv2d
+from onebit.methods.peers import clip_binary_weights
+from onebit.measure.steps import make_optimizer, train_step
 
 
 def ste_sign(x):
@@ -121,7 +121,7 @@ def test_bwn_and_fp32_weights_are_not_clipped():
 
 
 def test_cl_det_keeps_the_deterministic_threshold():
-    from onebit.ablations import deterministic_binary
+    from onebit.methods.ablations import deterministic_binary
 
     a = torch.tensor([0.0, 0.2, 0.5, 0.51, 0.9, 3.0])
     assert deterministic_binary(a).tolist() == [False, False, False, True, True, True]
@@ -129,7 +129,7 @@ def test_cl_det_keeps_the_deterministic_threshold():
     torch.manual_seed(0)
     a = torch.rand(2, 3, 8, 8, requires_grad=True)
     conv = QConv2d(3, 4, 3, 1, 1, method="cl-det")
-    from onebit.layers import compress
+    from onebit.models.layers import compress
 
     out = conv(compress(a, get_method("cl-det")))
     g = torch.randn_like(out)
@@ -139,7 +139,7 @@ def test_cl_det_keeps_the_deterministic_threshold():
 
 
 def test_cl_gauss_probability_is_the_normal_cdf():
-    from onebit.ablations import gaussian_binary
+    from onebit.methods.ablations import gaussian_binary
 
     torch.manual_seed(0)
     a = torch.tensor([0.1, 0.3, 0.5, 0.7, 1.2]).repeat(200_000, 1)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from onebit import reporting
+from onebit.report import text as reporting
 from onebit.grid import GridError, jobs, load_grid
 
 REPO = Path(__file__).resolve().parents[1]
@@ -144,7 +144,7 @@ def test_add_a_method_as_documented_leaves_other_grids_alone(smoke):
 def test_documented_worked_example_is_the_registered_code():
     doc = (REPO / "docs/adding-a-method.md").read_text()
     block = doc.split("```python\n")[1].split("```")[0]
-    source = (REPO / "src/onebit/ablations.py").read_text()
+    source = (REPO / "src/onebit/methods/ablations.py").read_text()
     assert "cl-gauss" in block and block.strip() in source
     plugin = doc.split("```python\n")[2].split("```")[0]
     assert plugin.strip() in (REPO / "docs/examples/w1_cl_det.py").read_text()

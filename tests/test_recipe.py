@@ -12,7 +12,7 @@ from onebit import create_model
 from onebit.bnstats import reestimate
 from onebit.config import TrainConfig
 from onebit.data.loaders import augment
-from onebit.functional import AvgPoolPad
+from onebit.ops.functional import AvgPoolPad
 from onebit.schedule import is_cycle_end
 
 
@@ -154,7 +154,7 @@ def test_report_shows_a_grids_own_table_with_what_each_row_changes():
 
     import pandas as pd
 
-    from onebit import reporting
+    from onebit.report import text as reporting
 
     base = {"arch": "wrn", "depth": 8, "width": 2.0, "cutout": 0, "cutout_style": "official",
             "momentum_reset": True}

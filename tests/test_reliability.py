@@ -280,7 +280,7 @@ def test_killed_and_concurrent_pipeline(tmp_path):
 
 def test_collect_stops_when_metrics_disagree_with_final(tiny_fashion, tmp_path):
     """A truncated metrics file would report an earlier epoch as final: collect names the run."""
-    from onebit.analysis import InconsistentRun, tidy_metrics
+    from onebit.report.tables import InconsistentRun, tidy_metrics
     from onebit.grid import load_grid
 
     run = tmp_path / "runs" / "r1" / "seed0"

@@ -16,7 +16,6 @@ from .export import export_packed, load_packed
 from .methods import METHODS, Method, get_method, list_methods, register_method
 from .models import MODELS, create_model, list_models, register_model
 from .registry import UnknownNameError
-from . import ablations, peers  # noqa: E402,F401  (registrations: cl-det, cl-gauss, bc, bwn, xnor, bnn)
 
 __version__ = "0.2.0"
 

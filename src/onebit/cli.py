@@ -41,7 +41,7 @@ def _int_in(lo: int, hi: int):
 
 
 def _byte_size(text):
-    from .stepbench import parse_bytes
+    from .measure.steps import parse_bytes
 
     try:
         return parse_bytes(text)

@@ -88,8 +88,8 @@ def cmd_memory(args) -> int:
     _check_output(args.output)
     check_device(args.device)
     from . import create_model, list_methods
-    from .memory import format_bytes, measure, require_memory
-    from .stepbench import benchmark
+    from .measure.memory import format_bytes, measure, require_memory
+    from .measure.steps import benchmark
 
     _fmt_b = format_bytes
 
@@ -155,7 +155,7 @@ def cmd_fidelity(args) -> int:
 
     from . import create_model
     from .data import get_dataset
-    from .fidelity import gradient_fidelity, same_forward_methods
+    from .measure.fidelity import gradient_fidelity, same_forward_methods
     from .runio import CorruptCheckpoint, load_checkpoint
 
     _check_output(args.output, args.checkpoint, inside=args.data_root if args.dataset else None)
@@ -259,7 +259,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import format_report, run
+    from .measure.bench import format_report, run
     from .config import check_device
 
     _check_output(args.output, args.grid, inside=args.data_root if "train" in args.parts else None)
@@ -278,7 +278,7 @@ def cmd_bench(args) -> int:
     out = run(args.device, args.grid, args.data_root, args.budget, args.compile, methods, parts,
               args.train_dataset, log=lambda line: print(line, file=sys.stderr, flush=True))
     if args.write_runtime:
-        from .bench import write_runtime
+        from .measure.bench import write_runtime
 
         n = write_runtime(args.grid, out["cost"], out["environment"]["device_name"], out["date"])
         print(f"onebit bench: wrote the measured runtime of {n} rows into {args.grid}", file=sys.stderr)

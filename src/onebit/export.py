@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .bits import pack_bits, unpack_bits
-from .layers import QConv2d, QLinear
+from .ops.bits import pack_bits, unpack_bits
+from .models.layers import QConv2d, QLinear
 
 FORMAT = "onebit-packed-v1"
 

@@ -1,5 +1,5 @@
 """One training step, the same for the trainer, the memory and step-time benchmark
-(:mod:`onebit.stepbench`), ``onebit bench`` and ``benchmarks/train_speed.py``."""
+(:mod:`onebit.measure.steps`), ``onebit bench`` and ``benchmarks/train_speed.py``."""
 
 from __future__ import annotations
 

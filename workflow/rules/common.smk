@@ -12,7 +12,7 @@ from onebit.grid import GridError, jobs, load_grid, train_args
 import torch
 
 from onebit.models import create_model
-from onebit.memory import job_memory_mb
+from onebit.measure.memory import job_memory_mb
 from onebit.plugins import load_plugins
 
 validate(config, "../schemas/config.schema.yaml")

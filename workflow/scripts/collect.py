@@ -1,9 +1,9 @@
-"""Tidy tables from the run directories (glue: the logic is onebit.analysis)."""
+"""Tidy tables from the run directories (glue: the logic is onebit.report.tables)."""
 import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from onebit.analysis import gaps, load_published, paper_gaps, summarize, tidy_metrics  # noqa: E402
+from onebit.report.tables import gaps, load_published, paper_gaps, summarize, tidy_metrics  # noqa: E402
 from onebit.grid import load_grid  # noqa: E402
 from onebit.runio import atomic_write_bytes  # noqa: E402
 

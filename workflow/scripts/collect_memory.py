@@ -3,7 +3,7 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from onebit.analysis import memory_table  # noqa: E402
+from onebit.report.tables import memory_table  # noqa: E402
 from onebit.runio import atomic_write_bytes  # noqa: E402
 
 df = memory_table(snakemake.input)

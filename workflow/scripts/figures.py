@@ -1,11 +1,11 @@
-"""Render the figures (pure functions in onebit.figures) from the tidy tables."""
+"""Render the figures (pure functions in onebit.report.figures) from the tidy tables."""
 import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
 import pandas as pd  # noqa: E402
 
-from onebit import figures  # noqa: E402
+from onebit.report import figures  # noqa: E402
 
 i, o = snakemake.input, snakemake.output
 metrics, summary = pd.read_parquet(i.metrics), pd.read_parquet(i.summary)

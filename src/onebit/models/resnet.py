@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..layers import Act, BNReLU, QConv2d, QLinear, compress, max_pool_act, method_scope, run_block
+from .layers import Act, BNReLU, QConv2d, QLinear, compress, max_pool_act, method_scope, run_block
 from ..methods import get_method
 from .registry import register_model
 

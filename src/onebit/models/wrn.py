@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ConfigError
-from ..functional import AvgPoolPad, CompactMaxPool
-from ..layers import BNReLU, QConv2d, method_scope, run_block
+from ..ops.functional import AvgPoolPad, CompactMaxPool
+from .layers import BNReLU, QConv2d, method_scope, run_block
 from ..methods import get_method
 from .registry import register_model
 

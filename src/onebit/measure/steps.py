@@ -31,7 +31,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from .step import train_step
+from ..step import train_step
 
 
 def _sync(device: torch.device) -> None:
@@ -201,7 +201,7 @@ def benchmark(make_model: Callable[[str], nn.Module], methods: list, batch_size:
     ``torch.compile`` the model (a method it fails on gets ``compile_error`` and no
     numbers). The largest-batch search starts from the batch the measured peak per
     image predicts, and stops within ``rel_tol``."""
-    from .step import method_of
+    from ..step import method_of
 
     device = torch.device(device)
     out: dict = {m: {} for m in methods}

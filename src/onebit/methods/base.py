@@ -16,8 +16,8 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from .functional import sign_he
-from .registry import Registry
+from ..ops.functional import sign_he
+from ..registry import Registry
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ register_method(Method(
 
 
 def _act2_hooks(params):
-    from .act2 import Act2Hooks
+    from ..ops.act2 import Act2Hooks
 
     return Act2Hooks(params)
 

@@ -28,8 +28,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .functional import SignHardTanh
-from .methods import Method, register_method
+from ..ops.functional import SignHardTanh
+from . import Method, register_method
 
 
 def binary_connect(w: Tensor) -> Tensor:
@@ -46,7 +46,7 @@ def binary_weight_network(w: Tensor) -> Tensor:
 @torch.no_grad()
 def clip_binary_weights(model: nn.Module) -> None:
     """BinaryConnect's clipping of the real-valued weights to [-1, 1] after a step."""
-    from .layers import QConv2d, QLinear
+    from ..models.layers import QConv2d, QLinear
 
     for m in model.modules():
         if isinstance(m, (QConv2d, QLinear)) and m.weight_quantizer is not None:

@@ -37,12 +37,12 @@ from typing import Optional
 
 import torch
 
-from . import create_model, list_methods
-from .methods import ordered
-from .models import has_depth_width
-from .bits import is_channels_last
-from .step import train_step
-from .stepbench import benchmark, make_optimizer
+from .. import create_model, list_methods
+from ..methods import ordered
+from ..models import has_depth_width
+from ..ops.bits import is_channels_last
+from ..step import train_step
+from .steps import benchmark, make_optimizer
 
 #: dense bf16 peak FLOP/s by device name (vendor data sheets)
 BF16_PEAK = {"H100 SXM": 989e12, "H100 80GB HBM3": 989e12, "H100 PCIe": 756e12, "H100 NVL": 835e12,
@@ -128,7 +128,7 @@ def check_method(method: str, device: torch.device, s: Sizes) -> list[dict]:
     turns a rounding difference into a whole step now and then). A method drawing noise
     the patch cannot reach is compared by the mean of several draws, within a tolerance
     computed from their spread."""
-    from .methods import get_method
+    from ..methods import get_method
 
     arch, kw, shape = s.check_net
     g = torch.Generator().manual_seed(0)
@@ -277,8 +277,8 @@ def _step_time(arch, kw, shape, method, batch, num_classes, device, s: Sizes) ->
 def cost(grid_path, device: torch.device, s: Sizes, log=print) -> list[dict]:
     """GPU-hours of every row of a grid, from the step time of its network, method and
     batch per GPU measured here (evaluation and data loading not included)."""
-    from .data import get_dataset
-    from .grid import load_grid
+    from ..data import get_dataset
+    from ..grid import load_grid
 
     grid = load_grid(grid_path)
     measured: dict = {}
@@ -318,8 +318,8 @@ def runtime_minutes(hours: float) -> int:
 
 def train_check(device: torch.device, s: Sizes, data_root: str, dataset: str = "fashion_mnist",
                 log=print) -> list[dict]:
-    from .config import TrainConfig
-    from .train import train
+    from ..config import TrainConfig
+    from ..train import train
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -343,8 +343,8 @@ def run(device: str = "auto", grid: Optional[str] = "config/grids/paper.tsv", da
         budget: Optional[int] = None, compile: Optional[bool] = None, methods: Optional[list] = None,
         parts: tuple = ("check", "speed", "cost", "train"), train_dataset: str = "fashion_mnist",
         log=print) -> dict:
-    from .runio import environment
-    from .train import resolve_device
+    from ..runio import environment
+    from ..train import resolve_device
 
     dev = resolve_device(device)
     s = sizes(dev, budget, compile)
@@ -429,7 +429,7 @@ def write_runtime(grid_path, cost_rows: list, device_name: str, date: str) -> in
     """Rewrite the ``runtime`` column of a grid with the measured minutes and say so in
     a header comment; returns the number of rows changed. Comments and other cells are
     kept as they are."""
-    from .runio import atomic_write_text
+    from ..runio import atomic_write_text
 
     path = Path(grid_path)
     minutes = {r["row"]: r["runtime_minutes"] for r in cost_rows}

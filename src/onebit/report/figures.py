@@ -1,4 +1,4 @@
-"""Figures: pure functions of the tidy tables (:mod:`onebit.analysis`) -> matplotlib Figure.
+"""Figures: pure functions of the tidy tables (:mod:`onebit.report.tables`) -> matplotlib Figure.
 
 Every figure gives each method the same colour (:data:`COLORS`: the paper's methods in
 strong hues, comparators grey and brown, peers in a separate family of hues, ablations
@@ -18,7 +18,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator  # noqa: E402
 
-from .methods import ordered as _order  # noqa: E402
+from ..methods import ordered as _order  # noqa: E402
 
 COLORS = {
     "fp32": "#000000", "w1": "#0072B2", "cl": "#E69F00", "cl-strict": "#D55E00", "w1+cl": "#CC79A7",
@@ -48,7 +48,7 @@ def _empty(text: str, figsize=(6.4, 1.6)) -> plt.Figure:
 
 
 def _label(df: pd.DataFrame) -> pd.Series:
-    from .reporting import dataset_name, network
+    from .text import dataset_name, network
 
     return df["dataset"].map(dataset_name) + " " + df.apply(network, axis=1)
 

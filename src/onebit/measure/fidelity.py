@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import QConv2d, QLinear
-from .methods import METHODS, get_method
+from ..models.layers import QConv2d, QLinear
+from ..methods import METHODS, get_method
 
 
 def same_forward_methods() -> list[str]:

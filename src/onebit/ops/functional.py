@@ -1,7 +1,7 @@
 """Autograd Functions: what each method keeps for backward is decided here.
 
 Every saving claimed by the suite is visible in a ``ctx.save_for_backward`` call of
-this file, and measured by :mod:`onebit.memory` with ``saved_tensors_hooks``.
+this file, and measured by :mod:`onebit.measure.memory` with ``saved_tensors_hooks``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ Quantizer = Callable[[Tensor], Tensor]
 
 
 def tag(t: Tensor, kind: str) -> Tensor:
-    """Label a tensor for the memory breakdown (see :func:`onebit.memory.kind_of`)."""
+    """Label a tensor for the memory breakdown (see :func:`onebit.measure.memory.kind_of`)."""
     t._onebit_kind = kind
     return t
 

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import layers
-from .layers import Act, QConv2d, QLinear
-from .methods import get_method
+from ..models import layers
+from ..models.layers import Act, QConv2d, QLinear
+from ..methods import get_method
 
 
 def _key(t: Tensor):
@@ -30,7 +30,7 @@ def _key(t: Tensor):
 
 
 def kind_of(t: Tensor) -> str:
-    """Breakdown category of a saved tensor (tags set in :mod:`onebit.functional`)."""
+    """Breakdown category of a saved tensor (tags set in :mod:`onebit.ops.functional`)."""
     k = getattr(t, "_onebit_kind", None)
     if k is not None:
         return k
@@ -147,7 +147,7 @@ def activation_bytes_per_image(arch: str, image_size: int, in_channels: int = 3,
     """(bytes of every module output of one forward pass per image at 32 bits, number
     of parameters), counted on the meta device (no memory, no compute): a size
     estimate of what an exact training step keeps."""
-    from .models import create_model
+    from ..models import create_model
 
     total = 0
 
@@ -178,7 +178,7 @@ def job_memory_mb(spec: dict) -> int:
     gradients and momentum. On a GPU the host holds only the inputs, which are made
     there: twice those of the largest batch the budget could allow. Plus 2 GB for the
     interpreter and libraries."""
-    from .stepbench import parse_bytes
+    from .steps import parse_bytes
 
     if "mem_mb" in spec:
         return int(spec["mem_mb"])

@@ -20,9 +20,9 @@ import torch.utils.checkpoint
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .bits import pack_bits
-from .functional import CompactMaxPool, MaskReLU, QConvFn, SignHardTanh, StrictBNReLU, binarize_in_slices, tag
-from .methods import Method, get_method
+from ..ops.bits import pack_bits
+from ..ops.functional import CompactMaxPool, MaskReLU, QConvFn, SignHardTanh, StrictBNReLU, binarize_in_slices, tag
+from ..methods import Method, get_method
 
 
 class Act(NamedTuple):
@@ -111,7 +111,7 @@ class BNReLU(nn.BatchNorm2d):
     * exact methods: stock ``batch_norm`` and ``relu`` (which keeps ``A``);
     * ``cl``: stock ``batch_norm`` (keeps ``x``), a ReLU keeping a 1-bit mask, and
       the packed ``A_q`` for the next weight layers;
-    * ``cl-strict``: one :class:`~onebit.functional.StrictBNReLU` keeping only
+    * ``cl-strict``: one :class:`~onebit.ops.functional.StrictBNReLU` keeping only
       ``A_q`` and per-channel statistics.
 
     ``shortcut=(bn_s, x_s)`` adds a second batch-normalised input (the ResNet
@@ -162,7 +162,7 @@ def max_pool_act(act: Act, method: Method) -> Act:
 
 # Callables that see every tensor kept for backward where saved_tensors_hooks
 # cannot (a method's own hooks shadow outer ones; checkpoint keeps block inputs
-# outside them). Set by onebit.memory.measure.
+# outside them). Set by onebit.measure.memory.measure.
 OBSERVERS: list = []
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .methods import ordered
+from ..methods import ordered
 
 #: the report's sections: grid ``table`` -> title
 TABLES = {
@@ -48,7 +48,7 @@ def network(row) -> str:
 
 def mib(n) -> str:
     """Bytes in binary units: ``55.9 MiB``, ``1.75 GiB``, ``230.0 KiB`` (empty for none)."""
-    from .memory import format_bytes
+    from ..measure.memory import format_bytes
 
     return "" if n is None or pd.isna(n) else format_bytes(n)
 
@@ -291,7 +291,7 @@ def memory_detail(memory: pd.DataFrame, measurement: str) -> pd.DataFrame:
 # ------------------------------------------------------------------ same network, same budget
 
 def _layers_kept(method) -> str:
-    from .methods import get_method
+    from ..methods import get_method
 
     try:
         m = get_method(method)

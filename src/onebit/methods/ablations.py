@@ -18,7 +18,7 @@ import math
 import torch
 from torch import Tensor
 
-from .methods import Method, register_method
+from . import Method, register_method
 
 
 def deterministic_binary(a: Tensor) -> Tensor:

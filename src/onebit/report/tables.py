@@ -48,7 +48,7 @@ def tidy_metrics(final_paths: list, grid: pd.DataFrame) -> pd.DataFrame:
 def _check_against_grid(run: Path, final: dict, row, seed: str) -> None:
     """The run must be the one its grid row and seed ask for (a run copied from another
     row, or a grid edited after its runs finished, would be silently mislabelled)."""
-    from .grid import RUN_COLUMNS
+    from ..grid import RUN_COLUMNS
 
     if row is None:
         raise InconsistentRun(f"{run}: the grid has no row {run.parent.name!r}")
@@ -95,7 +95,7 @@ def summarize(metrics: pd.DataFrame, grid: pd.DataFrame, published: pd.DataFrame
     ``recipe`` identifies everything a row's runs share but the method (its run columns
     without ``method``): rows of one recipe differ only in the method, so their errors
     compare (see :func:`gaps`)."""
-    from .grid import RUN_COLUMNS
+    from ..grid import RUN_COLUMNS
 
     last = metrics[metrics["split"] == "test"].sort_values("epoch").groupby(["row", "seed"]).tail(1)
     agg = last.groupby("row").agg(test_err_mean=("top1_err", "mean"), test_err_std=("top1_err", "std"),
@@ -193,7 +193,7 @@ def memory_table(json_paths: list) -> pd.DataFrame:
 
 def fidelity_table(json_path) -> pd.DataFrame:
     """Tidy gradient-fidelity table: one line per (method, layer), errors relative to
-    the exact gradient's norm (see :mod:`onebit.fidelity`)."""
+    the exact gradient's norm (see :mod:`onebit.measure.fidelity`)."""
     rows = json.loads(Path(json_path).read_text())
     cols = ["method", "layer", "index", "params", "exact_norm", "bias", "std", "rmse", "noise_floor",
             "draws", "seed", "network", "batch", "batch_size"]

@@ -1,0 +1,1 @@
+"""Measurements: memory, training-step cost, gradient fidelity, and the device bench."""

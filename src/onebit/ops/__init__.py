@@ -1,0 +1,1 @@
+"""Ops: bit packing and the autograd Functions that keep only what each method keeps."""

@@ -1,0 +1,1 @@
+"""The report: tidy tables from run directories, then text and figures from those tables."""
