@@ -4,7 +4,6 @@ refusal (the file named, nothing already there lost) or in the right result."""
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -134,22 +133,42 @@ def test_stale_temporaries_are_removed_by_the_lock_holder(tiny_fashion, tmp_path
     assert (run / "final.json").exists() and (run / "checkpoint.pt").exists()
 
 
-def test_a_forked_worker_does_not_keep_the_run_lock(tmp_path):
-    """A DataLoader worker outliving a crashed trainer must not block the next trainer."""
-    lock = RunLock(tmp_path).__enter__()
+def _lock_held_while_a_forked_child_lives(folder, child_closes_locks: bool) -> bool:
+    """Take the run lock, fork a child (as a DataLoader worker is forked), release the lock in
+    the parent, and probe it from a third process while the child is surely alive: the child
+    waits on a pipe that the parent closes only after the probe (no sleep to outlast)."""
+    lock = RunLock(folder).__enter__()
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the worker: what worker_init_fn does, then outlive the parent's lock
-        close_inherited_locks()
-        time.sleep(3)
+    if pid == 0:  # the worker: what worker_init_fn does (or not), then live until told
+        os.close(ready_r)
+        os.close(done_w)
+        if child_closes_locks:
+            close_inherited_locks()
+        os.write(ready_w, b"1")
+        os.read(done_r, 1)  # returns when the parent closes its end
         os._exit(0)
+    os.close(ready_w)
+    os.close(done_r)
     try:
+        assert os.read(ready_r, 1) == b"1"
         lock.__exit__(None, None, None)
         probe = ("import sys; from onebit.runio import RunLock, RunLocked\n"
-                 f"try:\n    RunLock({str(tmp_path)!r}).__enter__()\nexcept RunLocked:\n    sys.exit(1)")
-        proc = subprocess.run([sys.executable, "-c", probe], timeout=60)
-        assert proc.returncode == 0, "the lock was still held by the forked child"
+                 f"try:\n    RunLock({str(folder)!r}).__enter__()\nexcept RunLocked:\n    sys.exit(1)")
+        held = subprocess.run([sys.executable, "-c", probe], timeout=60).returncode == 1
+        assert os.waitpid(pid, os.WNOHANG) == (0, 0), "the child ended before the probe"
+        return held
     finally:
+        os.close(done_w)
+        os.close(ready_r)
         os.waitpid(pid, 0)
+
+
+def test_a_forked_worker_does_not_keep_the_run_lock(tmp_path):
+    """A DataLoader worker outliving a crashed trainer must not block the next trainer."""
+    assert not _lock_held_while_a_forked_child_lives(tmp_path, child_closes_locks=True), \
+        "the lock was still held by the forked child"
 
 
 def test_a_malformed_fault_hook_is_a_clear_error(monkeypatch):
@@ -161,18 +180,7 @@ def test_a_malformed_fault_hook_is_a_clear_error(monkeypatch):
 def test_inherited_lock_would_block_without_closing(tmp_path):
     """The control for the worker test: a child that keeps the inherited descriptor does
     hold the lock after the parent releases it (so the test above can fail)."""
-    lock = RunLock(tmp_path).__enter__()
-    pid = os.fork()
-    if pid == 0:
-        time.sleep(3)
-        os._exit(0)
-    try:
-        lock.__exit__(None, None, None)
-        probe = ("import sys; from onebit.runio import RunLock, RunLocked\n"
-                 f"try:\n    RunLock({str(tmp_path)!r}).__enter__()\nexcept RunLocked:\n    sys.exit(1)")
-        assert subprocess.run([sys.executable, "-c", probe], timeout=60).returncode == 1
-    finally:
-        os.waitpid(pid, 0)
+    assert _lock_held_while_a_forked_child_lives(tmp_path, child_closes_locks=False)
 
 
 def test_check_refuses_a_checkpoint_of_another_run_as_training_does(tiny_fashion, tmp_path, capsys):

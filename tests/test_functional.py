@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from onebit.ops.bits import pack_bits, unpack_bits
 from onebit.ops.functional import AvgPoolPad, CompactMaxPool, MaskReLU, StrictBNReLU
 from onebit.models.layers import BNReLU, QConv2d, QLinear
-from onebit.methods import stochastic_binary
+from onebit.methods.quantizers import stochastic_binary
 
 
 @pytest.mark.parametrize("shape", [(1,), (7,), (8,), (3, 5, 7), (2, 16, 4, 4)])
@@ -297,7 +297,7 @@ def test_conv_backward_in_batch_slices_gives_the_whole_batch_gradients(method, m
 
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
 def test_binarize_in_slices_draws_the_same_bits_and_counts_agree(fmt):
-    from onebit.methods.ablations import deterministic_binary
+    from onebit.methods.quantizers import deterministic_binary
     from onebit.ops.functional import _channel_count, binarize_in_slices
 
     a = (torch.rand(12, 5, 6, 6) * 1.5).contiguous(memory_format=fmt)

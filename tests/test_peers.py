@@ -121,7 +121,7 @@ def test_bwn_and_fp32_weights_are_not_clipped():
 
 
 def test_cl_det_keeps_the_deterministic_threshold():
-    from onebit.methods.ablations import deterministic_binary
+    from onebit.methods.quantizers import deterministic_binary
 
     a = torch.tensor([0.0, 0.2, 0.5, 0.51, 0.9, 3.0])
     assert deterministic_binary(a).tolist() == [False, False, False, True, True, True]
@@ -139,7 +139,7 @@ def test_cl_det_keeps_the_deterministic_threshold():
 
 
 def test_cl_gauss_probability_is_the_normal_cdf():
-    from onebit.methods.ablations import gaussian_binary
+    from onebit.methods.quantizers import gaussian_binary
 
     torch.manual_seed(0)
     a = torch.tensor([0.1, 0.3, 0.5, 0.7, 1.2]).repeat(200_000, 1)

@@ -14,7 +14,7 @@ from onebit.report import text as reporting
 from onebit.grid import GridError, jobs, load_grid
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW = ["Snakefile", "workflow", "config", "profiles", "envs", "docs"]
+WORKFLOW = ["workflow", "config", "profiles", "envs", "docs"]
 needs_fashion = pytest.mark.skipif(
     not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists(),
     reason="needs Fashion-MNIST (envs/setup.sh installs Debian's dataset-fashion-mnist)")
@@ -111,7 +111,7 @@ def test_paper_grid_dry_run_lists_every_row(workdir):
 def test_lint_and_format(workdir):
     proc = snakemake(workdir, "--lint")
     assert proc.returncode == 0 and "good condition" in proc.stdout + proc.stderr, proc.stdout[-3000:]
-    fmt = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow"], cwd=workdir,
+    fmt = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "workflow"], cwd=workdir,
                          capture_output=True, text=True)
     assert fmt.returncode == 0, fmt.stderr
 
@@ -143,10 +143,11 @@ def test_add_a_method_as_documented_leaves_other_grids_alone(smoke):
 
 def test_documented_worked_example_is_the_registered_code():
     doc = (REPO / "docs/adding-a-method.md").read_text()
-    block = doc.split("```python\n")[1].split("```")[0]
-    source = (REPO / "src/onebit/methods/ablations.py").read_text()
-    assert "cl-gauss" in block and block.strip() in source
-    plugin = doc.split("```python\n")[2].split("```")[0]
+    blocks = [b.split("```")[0] for b in doc.split("```python\n")[1:]]
+    quantizer, registration, plugin = blocks[:3]
+    assert "gaussian_binary" in quantizer and quantizer.strip() in (REPO / "src/onebit/methods/quantizers.py").read_text()
+    assert "cl-gauss" in registration
+    assert registration.strip() in (REPO / "src/onebit/methods/ablations.py").read_text()
     assert plugin.strip() in (REPO / "docs/examples/w1_cl_det.py").read_text()
 
 
@@ -323,3 +324,19 @@ def test_hostile_values_never_reach_a_shell(workdir, tmp_path):
 def _write(path, text):
     path.write_text(text)
     return path
+
+
+@needs_fashion
+@pytest.mark.slow
+def test_workflow_runs_as_a_snakemake_module(workdir, tmp_path):
+    """The workflow finds its own files from where it lives: a Snakefile elsewhere that uses it
+    as a module runs the smoke grid to its report there."""
+    (tmp_path / "Snakefile").write_text(
+        f'configfile: "{workdir}/config/config.yaml"\n\n\n'
+        f'module onebit:\n    snakefile:\n        "{workdir}/workflow/Snakefile"\n    config:\n        config\n\n\n'
+        "use rule * from onebit\n")
+    proc = snakemake(tmp_path, "--cores", "2", "--config", "grid=smoke")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = pd.read_csv(tmp_path / "results/smoke/summary.csv")
+    assert len(summary) == len(load_grid(workdir / "config/grids/smoke.tsv"))
+    assert (tmp_path / "reports/smoke/report.html").stat().st_size > 10_000

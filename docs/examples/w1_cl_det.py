@@ -6,8 +6,7 @@ It reuses the registered pieces: ``sign_he`` (the paper's 1-bit weights) and
 """
 
 from onebit import Method, register_method
-from onebit.methods.ablations import deterministic_binary
-from onebit.ops.functional import sign_he
+from onebit.methods.quantizers import deterministic_binary, sign_he
 
 register_method(Method(
     "w1+cl-det", "1-bit weights and compressed learning with the deterministic threshold 1[A > 0.5]",

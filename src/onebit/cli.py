@@ -13,7 +13,7 @@ import sys
 
 from .commands import (UserError, cmd_bench, cmd_data, cmd_export, cmd_fidelity, cmd_memory,  # noqa: F401
                        cmd_methods, cmd_train)
-from .registry import UnknownNameError
+from .errors import OnebitError
 
 
 def _positive(kind):
@@ -196,16 +196,10 @@ def _oserror(e: OSError) -> tuple[int, str]:
 
 
 def _failure(e: BaseException) -> tuple[int, str]:
-    """Exit code and one paragraph for an exception reaching the command line."""
-    from .data import DatasetError
-    from .step import NonFiniteLoss
-
-    if isinstance(e, (UserError, UnknownNameError, ValueError)):
-        return 2, str(e)
-    if isinstance(e, DatasetError):
-        return 3, str(e)
-    if isinstance(e, NonFiniteLoss):
-        return 3, str(e)
+    """Exit code and one paragraph for an exception reaching the command line: the errors of
+    :mod:`onebit.errors` with their own codes; anything else is a failure of the run or a bug."""
+    if isinstance(e, OnebitError):
+        return e.exit_code, str(e)
     if isinstance(e, OSError):
         return _oserror(e)
     if isinstance(e, MemoryError) and str(e):

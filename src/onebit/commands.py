@@ -1,7 +1,7 @@
 """The ``onebit`` subcommands: each takes the parsed arguments and returns an exit code.
 
-Errors meant for users are raised (:class:`UserError`, ``ValueError``, ...) and turned
-into one paragraph by :func:`onebit.cli.main`.
+Errors meant for users are raised as the errors of :mod:`onebit.errors` and turned into one
+paragraph by :func:`onebit.cli.main`.
 """
 
 from __future__ import annotations
@@ -11,11 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from .registry import UnknownNameError  # noqa: F401  (re-exported for callers)
-
-
-class UserError(Exception):
-    """An error the user can fix; printed without a traceback."""
+from .errors import UnknownNameError, UserError  # noqa: F401  (UnknownNameError: for callers)
 
 
 def _arch_kwargs(args) -> dict:

@@ -17,15 +17,9 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from .errors import ConfigError
+
 SEED_MAX = 2**63 - 2  # the data generator is seeded with seed + 1, a signed 64-bit integer
-
-
-class ConfigError(ValueError):
-    """A value a run cannot have; the message names the field (also kept as ``field``)."""
-
-    def __init__(self, message: str, field: Optional[str] = None):
-        super().__init__(message)
-        self.field = field
 
 
 def option(default, help: str, *, minimum=None, exclusive_minimum=None, maximum=None,

@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .errors import UserError
+
 from .ops.bits import pack_bits, unpack_bits
 from .models.layers import QConv2d, QLinear
 
@@ -31,10 +33,10 @@ def export_packed(model: nn.Module, path: "str | os.PathLike") -> int:
     """Write ``model`` (a trained 1-bit-weight model) to ``path``; returns its size in bytes."""
     config = getattr(model, "onebit_config", None)
     if config is None:
-        raise ValueError("export needs a model built by onebit.create_model")
+        raise UserError("export needs a model built by onebit.create_model")
     layers = dict(_binary_layers(model))
     if not layers:
-        raise ValueError(f"method {config['method']!r} has no binary weights: nothing to pack; "
+        raise UserError(f"method {config['method']!r} has no binary weights: nothing to pack; "
                          "export a model trained with a 1-bit-weight method such as 'w1'")
     binary = {}
     with torch.no_grad():
@@ -44,7 +46,7 @@ def export_packed(model: nn.Module, path: "str | os.PathLike") -> int:
             rebuilt = torch.where(w_hat >= 0, 1.0, -1.0) * scale.view(-1, *[1] * (w_hat.dim() - 1))
             # the forward weight must be +-scale per output channel to be packed
             if not torch.equal(rebuilt, w_hat):
-                raise ValueError(f"layer {name!r}: the weight quantizer of "
+                raise UserError(f"layer {name!r}: the weight quantizer of "
                                  f"{config['method']!r} is not a per-channel sign; cannot pack")
             binary[name + ".weight"] = {"bits": pack_bits(w_hat >= 0), "shape": list(w_hat.shape),
                                         "scale": scale}
@@ -69,10 +71,10 @@ def load_packed(path: "str | os.PathLike", map_location="cpu") -> nn.Module:
     except FileNotFoundError:
         raise
     except Exception as e:  # truncated, or not written by torch.save
-        raise ValueError(f"{path}: not a onebit packed model, or a truncated one "
+        raise UserError(f"{path}: not a onebit packed model, or a truncated one "
                          f"({type(e).__name__}); export it again with 'onebit export'") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a onebit packed model (expected format {FORMAT!r})")
+        raise UserError(f"{path}: not a onebit packed model (expected format {FORMAT!r})")
     config = dict(blob["config"])
     model = create_model(config.pop("arch"), config.pop("method"), **config)
     state = dict(blob["tensors"])

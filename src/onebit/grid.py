@@ -17,6 +17,7 @@ from typing import Optional
 
 import pandas as pd
 
+from .errors import GridError
 from .config import ConfigError, TrainConfig, check_value, describe, kind_of, option, parse_text, to_argv
 from .config import fields as run_fields
 
@@ -62,10 +63,6 @@ def columns() -> dict:
 
 
 RUN_COLUMNS = [f.name for f in run_fields() if f.metadata["grid"]]
-
-
-class GridError(ValueError):
-    """A grid that cannot run; the message names file, row and field."""
 
 
 def load_grid(path: "str | Path", check: bool = True) -> pd.DataFrame:
@@ -152,3 +149,66 @@ def train_args(row: "pd.Series | dict", seed: int) -> list[str]:
 def jobs(grid: pd.DataFrame) -> list[tuple[str, int]]:
     """(row id, seed) of every training job."""
     return [(r, s) for r, seeds in zip(grid["row"], grid["seeds"]) for s in seeds]
+
+
+def workflow_path(path: "str | Path", root: "str | Path") -> Path:
+    """A path of the workflow's config: as given where it exists (relative to the working
+    directory), else relative to the workflow's repository ``root`` (its own grids, when the
+    workflow runs from another directory as a Snakemake module)."""
+    path = Path(path)
+    if path.is_absolute() or path.exists() or not (Path(root) / path).exists():
+        return path
+    return Path(root) / path
+
+
+@dataclass
+class Workflow:
+    """What the pipeline takes from its config, checked: the grid, and its measurements."""
+
+    grid: pd.DataFrame
+    grid_path: str
+    published: str
+    memory: dict
+    fidelity: Optional[dict]
+
+
+def check_workflow(config: dict, grid_name: str, root: "str | Path") -> Workflow:
+    """Check the pipeline's config for one grid before any job: the grid whole (its rows'
+    names, plugins loaded, and models built on the meta device), every memory measurement
+    that reaches a job's command line (its network built as the job will build it), and the
+    fidelity row and seed. Raises :class:`GridError` naming the setting, row and field."""
+    import re
+
+    from .plugins import load_plugins
+
+    if grid_name not in config["grids"]:
+        raise GridError(f"unknown grid {grid_name!r}; known grids: {', '.join(config['grids'])}")
+    load_plugins(",".join(config["plugins"]))
+    grid_path = workflow_path(config["grids"][grid_name], root)
+    grid = load_grid(grid_path)
+    memory = config["memory"].get(grid_name, {})
+    for name, spec in memory.items():
+        try:  # what reaches the memory job's command line is checked here, before any job
+            if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", spec.get("device", "cpu")):
+                raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {spec['device']!r}")
+            import torch
+
+            from .models import create_model
+
+            kw = {k: spec[k] for k in ("depth", "width") if k in spec}
+            with torch.device("meta"):  # the network is built as the job will build it
+                create_model(spec["arch"], "fp32", in_channels=spec.get("in_channels", 3), **kw)
+        except (KeyError, ValueError, TypeError) as e:
+            raise GridError(f"memory.{grid_name}.{name}: {e}") from None
+    for row, name in grid["memory"].dropna().items():
+        if name not in memory:
+            raise GridError(f"grid {grid_name!r}, row {row!r}, field 'memory': {name!r} is not a memory "
+                            f"measurement of this grid (config memory.{grid_name}: {', '.join(memory) or 'none'})")
+    # a grid without a fidelity entry gets an empty fidelity table
+    fidelity = config["fidelity"].get(grid_name)
+    if fidelity and fidelity["row"] not in grid.index:
+        raise GridError(f"fidelity: row {fidelity['row']!r} is not in grid {grid_name!r}")
+    if fidelity and fidelity["seed"] not in grid.loc[fidelity["row"], "seeds"]:
+        raise GridError(f"fidelity: seed {fidelity['seed']} is not a seed of row {fidelity['row']!r} "
+                        f"(its seeds: {grid.loc[fidelity['row'], 'seeds']})")
+    return Workflow(grid, str(grid_path), str(workflow_path(config["published"], root)), memory, fidelity)

@@ -19,6 +19,8 @@ import os
 import sys
 from pathlib import Path
 
+from .errors import PluginError
+
 _loaded: set[str] = set()
 #: the plugin files imported so far (a command must not write over them)
 LOADED_FILES: set[Path] = set()
@@ -38,7 +40,7 @@ def load_entry_points() -> list[str]:
             try:
                 ep.load()
             except Exception as e:  # a broken third-party package: say which
-                raise ValueError(f"plugin {key} (group {ENTRY_POINT_GROUP}) failed to load: "
+                raise PluginError(f"plugin {key} (group {ENTRY_POINT_GROUP}) failed to load: "
                                  f"{type(e).__name__}: {e}") from None
             _loaded.add(key)
         names.append(key)
@@ -57,7 +59,7 @@ def load_plugins(spec: "str | list[str] | None" = None) -> list[str]:
             if item.endswith(".py"):
                 path = Path(item).resolve()
                 if not path.is_file():
-                    raise ValueError(f"plugin file {item} does not exist")
+                    raise PluginError(f"plugin file {item} does not exist")
                 name = f"onebit_plugin_{path.stem}"
                 mod_spec = importlib.util.spec_from_file_location(name, path)
                 module = importlib.util.module_from_spec(mod_spec)
@@ -66,12 +68,12 @@ def load_plugins(spec: "str | list[str] | None" = None) -> list[str]:
                 LOADED_FILES.add(path)
             else:
                 importlib.import_module(item)
-        except ValueError:
+        except PluginError:
             raise
         except ModuleNotFoundError as e:
-            raise ValueError(f"plugin module {item!r} cannot be imported ({e})") from None
+            raise PluginError(f"plugin module {item!r} cannot be imported ({e})") from None
         except (Exception, SystemExit) as e:  # the plugin's own code failed (or exited): say which plugin
-            raise ValueError(f"plugin {item} failed while loading ({type(e).__name__}: {e}); fix it or "
+            raise PluginError(f"plugin {item} failed while loading ({type(e).__name__}: {e}); fix it or "
                              "leave it out of --plugins / ONEBIT_PLUGINS / the pipeline's plugins") from None
         _loaded.add(item)
     return items

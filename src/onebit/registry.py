@@ -9,14 +9,9 @@ from __future__ import annotations
 
 from typing import Generic, Iterator, TypeVar
 
+from .errors import UnknownNameError, UserError
+
 T = TypeVar("T")
-
-
-class UnknownNameError(KeyError):
-    """An unknown registry name; the message lists the known ones."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0])
 
 
 class Registry(Generic[T]):
@@ -29,7 +24,7 @@ class Registry(Generic[T]):
 
         def add(obj: T) -> T:
             if name in self._items:
-                raise ValueError(f"{self.kind} {name!r} is already registered")
+                raise UserError(f"{self.kind} {name!r} is already registered")
             self._items[name] = obj
             return obj
 

@@ -20,20 +20,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Optional
 
+from .errors import ConfigMismatch, StateVersionError
 from .runio import (CorruptCheckpoint, RunLock, atomic_write_json, atomic_write_text, load_checkpoint,
                     previous_checkpoint, remove_stale_temporaries, save_checkpoint, set_aside)
 
 #: version of the training state in checkpoint.pt; 1 had no "format" key
 STATE_FORMAT = 2
 STATE_KEYS = ("model", "optimizer", "epoch", "step", "metrics", "run_config", "rng")
-
-
-class ConfigMismatch(ValueError):
-    """The run directory holds a run of another configuration."""
-
-
-class StateVersionError(ValueError):
-    """A checkpoint written by another version of onebit's training state."""
 
 
 def _diff(existing: dict, requested: dict) -> dict:

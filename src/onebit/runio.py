@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from .errors import CorruptCheckpoint, RunLocked, UserError
+
 _FAULT_COUNTS: dict = {}
 
 
@@ -33,7 +35,7 @@ def fault_point(name: str) -> None:
     if target != name:
         return
     if not (count or "1").isdigit():
-        raise ValueError(f"ONEBIT_FAULT={spec!r}: the test hook takes POINT:N with N a positive integer "
+        raise UserError(f"ONEBIT_FAULT={spec!r}: the test hook takes POINT:N with N a positive integer "
                          "(unset ONEBIT_FAULT to train normally)")
     _FAULT_COUNTS[name] = _FAULT_COUNTS.get(name, 0) + 1
     if _FAULT_COUNTS[name] == int(count or 1):
@@ -96,10 +98,6 @@ def atomic_write_json(path: Path, obj) -> None:
 _MAGIC = b"\nonebit-checkpoint-v1\n"  # footer: sha256 of the payload, then this
 
 
-class CorruptCheckpoint(Exception):
-    """A checkpoint file that is truncated, altered or not a onebit checkpoint."""
-
-
 def save_checkpoint(obj, path: Path, keep_previous: bool = True) -> None:
     """``torch.save`` bytes + their sha256 + a marker, written atomically; the
     checkpoint it replaces is kept as ``<name>.prev`` (a fallback)."""
@@ -146,10 +144,6 @@ def set_aside(path: Path) -> Path:
     dest = Path(path).with_name(f"{Path(path).name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
     os.replace(path, dest)
     return dest
-
-
-class RunLocked(Exception):
-    """Another live process is writing the run directory."""
 
 
 class RunLock:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 
+from .errors import ConfigError
+
 
 def cycles(t0: int, tmult: int, epochs: int) -> list[tuple[int, int]]:
     """(start epoch, length) of every cycle that begins before ``epochs``."""
     if t0 <= 0 or tmult < 1:
-        raise ValueError(f"restart schedule needs t0 > 0 and tmult >= 1, got t0={t0}, tmult={tmult}")
+        raise ConfigError(f"restart schedule needs t0 > 0 and tmult >= 1, got t0={t0}, tmult={tmult}")
     out, start, length = [], 0, t0
     while start < epochs:
         out.append((start, length))

@@ -9,11 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .errors import NonFiniteLoss  # noqa: F401  (raised here)
 from .methods import Method, get_method
-
-
-class NonFiniteLoss(RuntimeError):
-    """The loss of a step is NaN or infinite; no update was made."""
 
 
 def method_of(model: nn.Module) -> Method:

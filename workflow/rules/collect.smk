@@ -2,8 +2,8 @@
 rule collect:
     input:
         runs=RUNS,
-        grid=config["grids"][GRID_NAME],
-        published=config["published"],
+        grid=GRID_PATH,
+        published=PUBLISHED,
     output:
         metrics_csv=f"{RES}/metrics.csv",
         metrics_parquet=f"{RES}/metrics.parquet",

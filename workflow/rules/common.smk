@@ -8,28 +8,24 @@ from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
-from onebit.grid import GridError, jobs, load_grid, train_args
-import torch
-
-from onebit.models import create_model
+from onebit.grid import GridError, check_workflow, jobs, train_args
 from onebit.measure.memory import job_memory_mb
-from onebit.plugins import load_plugins
 
 validate(config, "../schemas/config.schema.yaml")
 
+# The repository the workflow lives in: its own files (the notebook, the package's src/, the
+# default grids) are found from there, so that it also runs from elsewhere as a module.
+ROOT = Path(workflow.current_basedir).parents[1]
 GRID_NAME = config["grid"]
-if GRID_NAME not in config["grids"]:
-    raise WorkflowError(
-        f"unknown grid {GRID_NAME!r}; known grids: {', '.join(config['grids'])}"
-    )
 # every onebit command of this run sees the same plugins (through the shell prefix
 # below: not a rule parameter, so adding a plugin changes no job's parameters)
 PLUGINS = ",".join(config["plugins"])
-try:
-    load_plugins(PLUGINS)
-    GRID = load_grid(config["grids"][GRID_NAME])
+try:  # the grid and every setting that reaches a job, checked before any job
+    CHECKED = check_workflow(config, GRID_NAME, ROOT)
 except (GridError, ValueError) as e:
     raise WorkflowError(str(e)) from None
+GRID, GRID_PATH, PUBLISHED = CHECKED.grid, CHECKED.grid_path, CHECKED.published
+MEMORY, FIDELITY = CHECKED.memory, CHECKED.fidelity
 for _, _row in GRID.iterrows():
     validate(_row.to_dict(), "../schemas/grid.schema.yaml")
 
@@ -38,7 +34,7 @@ for _, _row in GRID.iterrows():
 # (`onebit_py`): a change of that python, or of the plugins, changes no job's parameters.
 # Under --sdm conda the python is that of envs/onebit.yaml, with the package from src/.
 # (the prefix is formatted like a shell line: literal braces are doubled)
-SRC = Path(workflow.basedir, "src")
+SRC = ROOT / "src"
 if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
     ONEBIT_PY = (
         f'PYTHONPATH={shlex.quote(str(SRC))}"${{{{PYTHONPATH:+:$PYTHONPATH}}}}" python'
@@ -59,7 +55,6 @@ shell.prefix(
 RES = f"results/{GRID_NAME}"
 REPORT = f"reports/{GRID_NAME}/report.html"
 RUNS = [f"{RES}/runs/{r}/seed{s}/final.json" for r, s in jobs(GRID)]
-MEMORY = config["memory"].get(GRID_NAME, {})
 FIGURES = [
     "error_curves",
     "error_vs_paper",
@@ -67,36 +62,7 @@ FIGURES = [
     "memory_per_method",
     "gradient_fidelity",
 ]
-for _name, _spec in MEMORY.items():
-    try:  # what reaches the memory job's command line is checked here, before any job
-        if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", _spec.get("device", "cpu")):
-            raise ValueError(
-                f"device must be auto, cpu, cuda or cuda:N, got {_spec['device']!r}"
-            )
-        _kw = {k: _spec[k] for k in ("depth", "width") if k in _spec}
-        with torch.device("meta"):  # the network is built as the job will build it
-            create_model(
-                _spec["arch"], "fp32", in_channels=_spec.get("in_channels", 3), **_kw
-            )
-    except (KeyError, ValueError, TypeError) as e:
-        raise WorkflowError(f"memory.{GRID_NAME}.{_name}: {e}") from None
-for _row, _name in GRID["memory"].dropna().items():
-    if _name not in MEMORY:
-        raise WorkflowError(
-            f"grid {GRID_NAME!r}, row {_row!r}, field 'memory': {_name!r} is not a memory "
-            f"measurement of this grid (config memory.{GRID_NAME}: {', '.join(MEMORY) or 'none'})"
-        )
-# a grid without a fidelity entry gets an empty fidelity table
-FIDELITY = config["fidelity"].get(GRID_NAME)
-if FIDELITY and FIDELITY["row"] not in GRID.index:
-    raise WorkflowError(
-        f"fidelity: row {FIDELITY['row']!r} is not in grid {GRID_NAME!r}"
-    )
-if FIDELITY and FIDELITY["seed"] not in GRID.loc[FIDELITY["row"], "seeds"]:
-    raise WorkflowError(
-        f"fidelity: seed {FIDELITY['seed']} is not a seed of row {FIDELITY['row']!r} "
-        f"(its seeds: {GRID.loc[FIDELITY['row'], 'seeds']})"
-    )
+NOTEBOOK = str(ROOT / "workflow/notebooks/report.ipynb")
 
 
 def grid_value(column):

@@ -2,14 +2,14 @@
 # parameters), rendered to HTML without the code.
 rule report:
     input:
-        notebook="workflow/notebooks/report.ipynb",
+        notebook=NOTEBOOK,
         summary=f"{RES}/summary.parquet",
         metrics=f"{RES}/metrics.parquet",
         gaps=f"{RES}/gaps.csv",
         paper_gaps=f"{RES}/paper_gaps.csv",
         memory=f"{RES}/memory.parquet",
         fidelity=f"{RES}/fidelity.parquet",
-        published=config["published"],
+        published=PUBLISHED,
         figures=expand(f"{RES}/figures/{{name}}.png", name=FIGURES),
     output:
         html=REPORT,

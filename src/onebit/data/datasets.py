@@ -6,11 +6,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ..registry import Registry
+
+if TYPE_CHECKING:
+    import torch
 from .formats import DatasetError, check_md5, download, extract_tar, read_cifar_batches, read_idx
 
 DATASETS: Registry = Registry("dataset")
@@ -29,6 +32,15 @@ class Dataset:
     #: whole-tensor dataset (True) or an image-folder tree read by workers (False)
     in_memory: bool = True
     top5: bool = False
+    #: its name in tables and figures ("": the registered name)
+    title: str = ""
+    #: images of the training split, for the bench's cost of a grid row (0: unknown, and the
+    #: bench refuses to estimate a row of all of it)
+    train_images: int = 0
+
+    def __post_init__(self):
+        if not self.title:
+            object.__setattr__(self, "title", self.name)
 
     def load(self, root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -89,11 +101,13 @@ class Cifar(Dataset):
             check_md5(path, known[path.name], f"delete {folder} and run again to re-extract it from the "
                       "verified archive")
         x, y = read_cifar_batches(files, self.label_key, self.num_classes)
+        import torch
+
         return torch.from_numpy(x), torch.from_numpy(y)
 
 
 DATASETS.register("cifar10", Cifar(
-    "cifar10", 10, 3, 32, url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+    "cifar10", 10, 3, 32, title="CIFAR-10", train_images=50_000, url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
     md5="c58f30108f718f92721af3b95e74349a", folder="cifar-10-batches-py",
     train_files=tuple(f"data_batch_{i}" for i in range(1, 6)), test_files=("test_batch",),
     file_md5s=(("data_batch_1", "c99cafc152244af753f735de768cd75f"),
@@ -103,7 +117,7 @@ DATASETS.register("cifar10", Cifar(
                ("data_batch_5", "482c414d41f54cd18b22e5b47cb7c3cb"),
                ("test_batch", "40351d587109b95175f43aff81a1287e"))))
 DATASETS.register("cifar100", Cifar(
-    "cifar100", 100, 3, 32, top5=True, url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+    "cifar100", 100, 3, 32, top5=True, title="CIFAR-100", train_images=50_000, url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
     md5="eb9058c3a382ffc7106e4002c42a8d85", folder="cifar-100-python",
     train_files=("train",), test_files=("test",), label_key="fine_labels",
     file_md5s=(("train", "16019d7e3df5f24257cddd939b257f8d"), ("test", "f0ef6b0ae62326f3e7ffdfab6717acfc"))))
@@ -151,10 +165,13 @@ class FashionMnist(Dataset):
         y = read_idx(self._file(Path(root), f"{prefix}-labels-idx1-ubyte.gz"))
         if len(x) != len(y):
             raise DatasetError(f"Fashion-MNIST {prefix}: {len(x)} images but {len(y)} labels")
+        import torch
+
         return torch.from_numpy(x.copy()).unsqueeze(1), torch.from_numpy(y.astype(np.int64))
 
 
-DATASETS.register("fashion_mnist", FashionMnist("fashion_mnist", 10, 1, 28))
+DATASETS.register("fashion_mnist", FashionMnist("fashion_mnist", 10, 1, 28, title="Fashion-MNIST",
+                                                   train_images=60_000))
 
 
 @dataclass(frozen=True)
@@ -193,5 +210,6 @@ class ImageNet(Dataset):
                                        "complete the copy before training")
 
 
-DATASETS.register("imagenet", ImageNet("imagenet", 1000, 3, 224, in_memory=False, top5=True,
+DATASETS.register("imagenet", ImageNet("imagenet", 1000, 3, 224, in_memory=False, top5=True, title="ImageNet",
+                                       train_images=1_281_167,
                                        images=(1_281_167, 50_000)))

@@ -14,9 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-class DatasetError(Exception):
-    """A dataset is missing or damaged; the message says what to do."""
+from ..errors import DatasetError
 
 
 def md5sum(path: Path, chunk: int = 1 << 20) -> str:

@@ -38,6 +38,7 @@ from typing import Optional
 import torch
 
 from .. import create_model, list_methods
+from ..errors import UserError
 from ..methods import ordered
 from ..models import has_depth_width
 from ..ops.bits import is_channels_last
@@ -295,7 +296,11 @@ def cost(grid_path, device: torch.device, s: Sizes, log=print) -> list[dict]:
             log(f"bench: cost of {r.row} ({r.arch} {kw} {r.method}, batch {batch} per GPU)")
             measured[key] = _step_time(r.arch, kw, shape, r.method, batch, ds.num_classes, device, s)
         step = measured[key] * per_gpu / batch  # per-GPU step time at the row's batch
-        images = r.train_subset or TRAIN_IMAGES.get(r.dataset, 50_000)
+        images = r.train_subset or ds.train_images
+        if not images:
+            raise UserError(f"grid {grid_path}, row {r.row!r}: dataset {r.dataset!r} does not say how many "
+                            "training images it has (its train_images); set train_subset on the row, or "
+                            "register the dataset with train_images")
         steps = math.ceil(images / r.batch_size)
         hours = r.epochs * steps * step / 3600
         rows.append({"row": r.row, "network": f"{r.arch} {kw}", "method": r.method, "epochs": r.epochs,
@@ -303,9 +308,6 @@ def cost(grid_path, device: torch.device, s: Sizes, log=print) -> list[dict]:
                      "hours_per_run": hours, "gpu_hours": hours * gpus * len(r.seeds),
                      "runtime_minutes": runtime_minutes(hours), "grid_runtime": r.runtime})
     return rows
-
-
-TRAIN_IMAGES = {"cifar10": 50_000, "cifar100": 50_000, "imagenet": 1_281_167, "fashion_mnist": 60_000}
 
 
 def runtime_minutes(hours: float) -> int:
@@ -446,7 +448,7 @@ def write_runtime(grid_path, cost_rows: list, device_name: str, date: str) -> in
         if header is None:
             header = cells
             if "runtime" not in header or "row" not in header:
-                raise ValueError(f"{path} has no runtime or no row column")
+                raise UserError(f"{path} has no runtime or no row column")
             out += [note, line]
             continue
         cells += [""] * (len(header) - len(cells))  # a row whose last cells are left out

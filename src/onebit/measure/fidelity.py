@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import UserError
 from ..models.layers import QConv2d, QLinear
 from ..methods import METHODS, get_method
 
@@ -56,7 +57,7 @@ def gradient_fidelity(make_model, methods: list, x: Tensor, y: Tensor, draws: in
     for method in methods:
         m = get_method(method)
         if m.weight_quantizer is not None or m.binary_act:
-            raise ValueError(f"method {method!r} changes the forward pass: its gradient has no exact "
+            raise UserError(f"method {method!r} changes the forward pass: its gradient has no exact "
                              f"reference; choose among {', '.join(same_forward_methods())}")
         model = make_model(method).train()
         torch.manual_seed(seed)

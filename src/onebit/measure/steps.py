@@ -31,6 +31,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from ..errors import ConfigError
+
 from ..step import train_step
 
 
@@ -183,10 +185,10 @@ def parse_bytes(text: str) -> int:
     m = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
     unit = m.group(2).lower() if m else None
     if not m or unit not in _UNITS:
-        raise ValueError(f"not a byte size: {text!r} (examples: 512MiB, 1.5GB, 2e9)")
+        raise ConfigError(f"not a byte size: {text!r} (examples: 512MiB, 1.5GB, 2e9)")
     value = float(m.group(1)) * _UNITS[unit]
     if value <= 0:
-        raise ValueError(f"a byte size must be positive, got {text!r}")
+        raise ConfigError(f"a byte size must be positive, got {text!r}")
     return int(value)
 
 

@@ -1,10 +1,12 @@
 """Methods: a registered name bundling how weights are quantized and what is kept for backward.
 
-``base`` holds :class:`Method` and its registry; each family registers its methods in a file
-of its own: the papers' (``base``), the peers (``peers``), the ablations (``ablations``).
+:mod:`.base` holds :class:`Method` and its registry, :mod:`.quantizers` every quantizer the
+methods are made of; each family registers its methods in a file of its own: the papers'
+(:mod:`.paper`), the memory comparators (:mod:`.comparators`), the peers (:mod:`.peers`) and
+the ablations (:mod:`.ablations`). A method's ``family`` orders and groups it everywhere.
 """
 
-from .base import METHODS, Method, get_method, list_methods, ordered, register_method, stochastic_binary
-from . import ablations, peers  # noqa: E402,F401  (registrations: cl-det, cl-gauss, bc, bwn, xnor, bnn)
+from .base import FAMILIES, METHODS, Method, get_method, list_methods, ordered, register_method
+from . import paper, comparators, peers, ablations  # noqa: E402,F401  (the registrations, in family order)
 
-__all__ = ["METHODS", "Method", "get_method", "list_methods", "ordered", "register_method", "stochastic_binary"]
+__all__ = ["FAMILIES", "METHODS", "Method", "get_method", "list_methods", "ordered", "register_method"]

@@ -13,28 +13,17 @@ worked example):
 
 from __future__ import annotations
 
-import math
+from .base import Method, Ref, register_method
 
-import torch
-from torch import Tensor
-
-from . import Method, register_method
-
-
-def deterministic_binary(a: Tensor) -> Tensor:
-    return a > 0.5
+deterministic_binary = Ref("onebit.methods.quantizers:deterministic_binary")
+gaussian_binary = Ref("onebit.methods.quantizers:gaussian_binary")
 
 
 register_method(Method(
     "cl-det", "compressed learning with a deterministic threshold 1[A > 0.5] (ablation)",
-    act_quantizer=deterministic_binary))
-
-
-def gaussian_binary(a: Tensor) -> Tensor:
-    """``1[A + g > 1]``, ``g ~ N(1/2, 1/12)`` drawn fresh at every call."""
-    return torch.randn_like(a).mul_(1 / math.sqrt(12)).add_(a) > 0.5
+    act_quantizer=deterministic_binary, family="ablation", color="#F0E442"))
 
 
 register_method(Method(
     "cl-gauss", "compressed learning with Gaussian noise 1[A + g > 1], g ~ N(1/2, 1/12) (ablation)",
-    act_quantizer=gaussian_binary))
+    act_quantizer=gaussian_binary, family="ablation", color="#7F7F00"))

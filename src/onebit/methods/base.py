@@ -10,20 +10,70 @@ packed one bit per element, for the weight gradient (compressed learning).
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:
+    from torch import Tensor
 
-from ..ops.functional import sign_he
+from ..errors import UserError
 from ..registry import Registry
+
+
+class Ref:
+    """A callable named by its import path (``"module:name"``), imported when first needed:
+    the built-in methods are registered, with their names and facts, without importing
+    PyTorch (``onebit.grid`` and ``onebit.report`` read them). :func:`onebit.create_model`
+    resolves a method's references before it builds a network."""
+
+    __slots__ = ("path", "_fn")
+
+    def __init__(self, path: str):
+        self.path = path
+        self._fn = None
+
+    def resolve(self) -> Callable:
+        if self._fn is None:
+            module, _, name = self.path.partition(":")
+            self._fn = getattr(importlib.import_module(module), name)
+        return self._fn
+
+    def __call__(self, *args, **kwargs):
+        fn = self._fn if self._fn is not None else self.resolve()
+        return fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"Ref({self.path!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Ref) and other.path == self.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+
+#: the families, in the order tables and figures list them, with their titles
+FAMILIES = {
+    "paper": "the papers' methods",
+    "comparator": "memory comparators",
+    "peer": "peers (their own definitions)",
+    "ablation": "ablations",
+    "plugin": "added methods",
+}
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
     description: str
+    #: where the method comes from, which orders and groups it in tables and figures:
+    #: "paper" (the papers' own), "comparator" (other memory savers), "peer" (other 1-bit
+    #: methods, on the suite's networks), "ablation", or "plugin" (a user's)
+    family: str = "plugin"
+    #: its colour in every figure (hex); None: one of the plugin hues
+    color: Optional[str] = None
     weight_quantizer: Optional[Callable[[Tensor], Tensor]] = None
     act_quantizer: Optional[Callable[[Tensor], Tensor]] = None
     #: derive the ReLU and BN backward from the 1-bit copy too (``StrictBNReLU``)
@@ -50,6 +100,14 @@ class Method:
     #: last layer's input a real activation), as XNOR-Net and BWN do
     fp32_first_last: bool = False
 
+    def resolve(self) -> "Method":
+        """Import what the method's :class:`Ref` fields name (before a network is built)."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Ref):
+                value.resolve()
+        return self
+
     @property
     def activation_bits(self) -> int:
         """Bits per element of the weight layers' inputs kept for backward."""
@@ -62,22 +120,28 @@ class Method:
         return self.act_quantizer is not None
 
     def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise UserError(f"method {self.name!r}: family must be one of {', '.join(FAMILIES)}, "
+                             f"got {self.family!r}")
         if self.strict and self.act_quantizer is None:
-            raise ValueError(f"method {self.name!r}: strict needs an act_quantizer")
+            raise UserError(f"method {self.name!r}: strict needs an act_quantizer")
         if self.weight_bits == 1 and self.weight_quantizer is None:
-            raise ValueError(f"method {self.name!r}: 1-bit weights need a weight_quantizer")
+            raise UserError(f"method {self.name!r}: 1-bit weights need a weight_quantizer")
         if self.input_scaling and not self.binary_act:
-            raise ValueError(f"method {self.name!r}: input_scaling needs binary_act")
+            raise UserError(f"method {self.name!r}: input_scaling needs binary_act")
         if self.binary_act and (self.act_quantizer is not None or self.strict):
-            raise ValueError(f"method {self.name!r}: binary activations do not combine with "
+            raise UserError(f"method {self.name!r}: binary activations do not combine with "
                              "compressed learning")
 
 
 METHODS: Registry[Method] = Registry("method")
+_RANK: dict[str, tuple[int, int]] = {}
 
 
 def register_method(method: Method) -> Method:
-    return METHODS.register(method.name, method)
+    METHODS.register(method.name, method)
+    _RANK[method.name] = (list(FAMILIES).index(method.family), len(_RANK))
+    return method
 
 
 def get_method(method: "str | Method") -> Method:
@@ -88,52 +152,9 @@ def list_methods() -> list[str]:
     return METHODS.names()
 
 
-#: how tables and figures order methods: the paper's own, the memory comparators, the
-#: peers, the ablations; any other (plugins) after them, alphabetically
-ORDER = ["fp32", "w1", "cl", "cl-strict", "w1+cl", "ckpt", "act2", "bc", "bwn", "xnor", "bnn",
-         "cl-det", "cl-gauss"]
-
-
 def ordered(names) -> list[str]:
-    """``names`` (distinct) in :data:`ORDER`, others after them alphabetically."""
+    """``names`` (distinct) by family (:data:`FAMILIES`), then in the order they were
+    registered; names not registered in this process after them, alphabetically."""
     names = list(dict.fromkeys(names))
-    known = [m for m in ORDER if m in names]
+    known = sorted((m for m in names if m in _RANK), key=_RANK.__getitem__)
     return known + sorted(set(names) - set(known))
-
-
-def stochastic_binary(a: Tensor) -> Tensor:
-    """``A_q = 1[A + u > 1]``, ``u ~ U[0, 1)`` drawn fresh at every call ([W] slide 13).
-
-    For ``A >= 0`` this is Bernoulli(min(A, 1)): unbiased for ``A <= 1``."""
-    return torch.rand_like(a).add_(a) > 1  # one float temporary, same draws as a + u > 1
-
-
-register_method(Method("fp32", "32-bit baseline: exact forward and backward"))
-register_method(Method(
-    "w1", "1-bit weights c*sign(W), identity straight-through gradient [P eq. 1]",
-    weight_quantizer=sign_he, weight_bits=1))
-register_method(Method(
-    "cl", "compressed learning: weight gradients from a stochastic 1-bit copy of "
-    "each conv input; ReLU and BN backward exact [W]",
-    act_quantizer=stochastic_binary))
-register_method(Method(
-    "cl-strict", "compressed learning keeping only the 1-bit copy per BN-ReLU-conv "
-    "unit; ReLU and BN backward derived from it (inexact)",
-    act_quantizer=stochastic_binary, strict=True))
-register_method(Method(
-    "w1+cl", "1-bit weights and compressed learning [W slide 18]",
-    weight_quantizer=sign_he, act_quantizer=stochastic_binary, weight_bits=1))
-register_method(Method(
-    "ckpt", "activation checkpointing per residual block (torch.utils.checkpoint, non-reentrant): "
-    "exact gradients, blocks recomputed in backward", checkpoint=True))
-
-
-def _act2_hooks(params):
-    from ..ops.act2 import Act2Hooks
-
-    return Act2Hooks(params)
-
-
-register_method(Method(
-    "act2", "ActNN-style 2-bit per-group stochastic compression of every saved activation, "
-    "1-bit ReLU masks", saved_hooks=_act2_hooks, mask_relu=True, saved_bits=2))

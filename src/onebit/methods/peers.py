@@ -25,47 +25,30 @@ unit; the first layer's input (the normalised image) is never binarized.
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor, nn
+from .base import Method, Ref, register_method
 
-from ..ops.functional import SignHardTanh
-from . import Method, register_method
-
-
-def binary_connect(w: Tensor) -> Tensor:
-    """``sign(W)``, gradient ``grad * 1[|W| <= 1]``."""
-    return SignHardTanh.apply(w)
-
-
-def binary_weight_network(w: Tensor) -> Tensor:
-    """``alpha * sign(W)``, ``alpha = mean |W|`` over each output channel's weights."""
-    alpha = w.abs().mean(dim=tuple(range(1, w.dim())), keepdim=True)
-    return alpha * SignHardTanh.apply(w)
-
-
-@torch.no_grad()
-def clip_binary_weights(model: nn.Module) -> None:
-    """BinaryConnect's clipping of the real-valued weights to [-1, 1] after a step."""
-    from ..models.layers import QConv2d, QLinear
-
-    for m in model.modules():
-        if isinstance(m, (QConv2d, QLinear)) and m.weight_quantizer is not None:
-            m.weight.clamp_(-1, 1)
+binary_connect = Ref("onebit.methods.quantizers:binary_connect")
+binary_weight_network = Ref("onebit.methods.quantizers:binary_weight_network")
+clip_binary_weights = Ref("onebit.methods.quantizers:clip_binary_weights")
 
 
 register_method(Method(
     "bc", "BinaryConnect: sign(W), straight-through gradient gated by |W| <= 1, W clipped to "
     "[-1, 1] after each step", weight_quantizer=binary_connect, weight_bits=1,
-    after_step=clip_binary_weights))
+    after_step=clip_binary_weights,
+    family="peer", color="#009E73"))
 register_method(Method(
     "bwn", "Binary-Weight-Network: alpha * sign(W), alpha = mean |W| per output channel; first and "
-    "last layer 32-bit", weight_quantizer=binary_weight_network, weight_bits=1, fp32_first_last=True))
+    "last layer 32-bit", weight_quantizer=binary_weight_network, weight_bits=1, fp32_first_last=True,
+    family="peer", color="#56B4E9"))
 register_method(Method(
     "xnor", "XNOR-Net: BWN weights, sign activations (hard-tanh straight-through), conv outputs "
     "scaled by the window mean of |input|; first and last layer 32-bit",
     weight_quantizer=binary_weight_network, weight_bits=1, binary_act=True, input_scaling=True,
-    fp32_first_last=True))
+    fp32_first_last=True,
+    family="peer", color="#2CA02C"))
 register_method(Method(
     "bnn", "Binarized Neural Network: sign weights (clipped to [-1, 1]) and sign activations, "
     "hard-tanh straight-through", weight_quantizer=binary_connect, weight_bits=1, binary_act=True,
-    after_step=clip_binary_weights))
+    after_step=clip_binary_weights,
+    family="peer", color="#17BECF"))

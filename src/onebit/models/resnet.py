@@ -12,7 +12,6 @@ from torch import Tensor, nn
 
 from .layers import Act, BNReLU, QConv2d, QLinear, compress, max_pool_act, method_scope, run_block
 from ..methods import get_method
-from .registry import register_model
 
 
 class BasicBlock(nn.Module):
@@ -67,7 +66,6 @@ class ResNet18(nn.Module):
             return self.fc(compress(h.a.mean((2, 3)), self.method))
 
 
-@register_model("resnet18")
 def resnet18(num_classes: int = 1000, in_channels: int = 3, **kwargs) -> ResNet18:
     """Standard ResNet-18 for 224x224 ImageNet [W slide 17]."""
     return ResNet18(num_classes, in_channels, **kwargs)

@@ -24,7 +24,6 @@ from ..config import ConfigError
 from ..ops.functional import AvgPoolPad, CompactMaxPool
 from .layers import BNReLU, QConv2d, method_scope, run_block
 from ..methods import get_method
-from .registry import register_model
 
 
 class Block(nn.Module):
@@ -107,14 +106,12 @@ class WRN(nn.Module):
             return h.mean((2, 3))
 
 
-@register_model("wrn")
 def wrn(depth: int = 20, width: float = 10, num_classes: int = 10, in_channels: int = 3,
         **kwargs) -> WRN:
     """Wide ResNet "depth-width" of McDonnell [P]; e.g. WRN-20-10."""
     return WRN(depth, width, num_classes, in_channels, **kwargs)
 
 
-@register_model("wrn_imagenet")
 def wrn_imagenet(depth: int = 18, width: float = 2.5, num_classes: int = 1000, in_channels: int = 3,
                  **kwargs) -> WRN:
     """The ImageNet wide ResNet of [P] Table 2, e.g. "18-2.5" (4 stages, 7x7/2 stem)."""

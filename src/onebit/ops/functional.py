@@ -67,10 +67,6 @@ def he_constant(w: Tensor) -> float:
     return math.sqrt(2.0 / w[0].numel())
 
 
-def sign_he(w: Tensor) -> Tensor:
-    return SignHe.apply(w)
-
-
 class QConvFn(torch.autograd.Function):
     """``conv2d(A, q(W))`` keeping either ``A`` or only its packed 1-bit copy.
 

@@ -1,8 +1,9 @@
 """Figures: pure functions of the tidy tables (:mod:`onebit.report.tables`) -> matplotlib Figure.
 
-Every figure gives each method the same colour (:data:`COLORS`: the paper's methods in
-strong hues, comparators grey and brown, peers in a separate family of hues, ablations
-pink and olive), lists methods in one order, writes method names along the y axis
+Every figure gives each method the same colour (its registered ``color``: the paper's
+methods in strong hues, comparators grey and brown, peers in a separate family of hues,
+ablations yellow and olive; methods without one get distinct dark hues), lists methods in
+one order (by family, :func:`onebit.methods.ordered`), writes method names along the y axis
 (horizontal: no overlapping labels), and draws the peers, whose errors are tens of
 points higher at these budgets, in a panel of their own so that they do not squash the
 scale of the 0-3 point gaps that matter.
@@ -18,25 +19,24 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator  # noqa: E402
 
+from ..methods import FAMILIES, METHODS  # noqa: E402
 from ..methods import ordered as _order  # noqa: E402
 
-COLORS = {
-    "fp32": "#000000", "w1": "#0072B2", "cl": "#E69F00", "cl-strict": "#D55E00", "w1+cl": "#CC79A7",
-    "ckpt": "#999999", "act2": "#8C564B", "bc": "#009E73", "bwn": "#56B4E9", "xnor": "#2CA02C",
-    "bnn": "#17BECF", "cl-det": "#F0E442", "cl-gauss": "#7F7F00",
-}
 _EXTRA = sns.color_palette("dark", 10).as_hex()
-PEERS = {"bc", "bwn", "xnor", "bnn"}
 
 
 def palette(methods) -> dict:
-    """Method -> colour; methods without a fixed colour (plugins) get distinct dark hues."""
+    """Method -> colour: its registered ``color``; methods without one (plugins, or names not
+    registered in this process) get distinct dark hues."""
     extra = iter(_EXTRA)
-    return {m: COLORS.get(m) or next(extra, "#444444") for m in _order(methods)}
+    return {m: (METHODS.get(m).color if m in METHODS else None) or next(extra, "#444444")
+            for m in _order(methods)}
 
 
 def _group(methods: pd.Series) -> pd.Series:
-    return methods.map(lambda m: "peers (their own definitions)" if m in PEERS else "the paper's methods and others")
+    """The figure panel of each method: the peers apart, everything else together."""
+    return methods.map(lambda m: FAMILIES["peer"] if m in METHODS and METHODS.get(m).family == "peer"
+                       else "the paper's methods and others")
 
 
 def _empty(text: str, figsize=(6.4, 1.6)) -> plt.Figure:

@@ -16,9 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-
-class InconsistentRun(ValueError):
-    """A run whose metrics disagree with its final.json."""
+from ..errors import InconsistentRun
 
 
 def tidy_metrics(final_paths: list, grid: pd.DataFrame) -> pd.DataFrame:

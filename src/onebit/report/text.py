@@ -2,7 +2,7 @@
 
 Every sentence about results is computed from the data it describes; nothing here
 holds a result. Tables list ``fp32`` first and the methods in one order
-(:data:`onebit.methods.ORDER`); bytes are binary units (KiB, MiB, GiB) throughout.
+(:func:`onebit.methods.ordered`: by family); bytes are binary units (KiB, MiB, GiB) throughout.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ TABLES = {
     "table2": "[P] Table 2: 1-bit weights, ImageNet, WRN 18-2.5",
 }
 SOURCES = {"W2017": "[W]", "P2018": "[P]"}
-DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet",
-                 "fashion_mnist": "Fashion-MNIST"}
 #: points of test error within which a reproduction at paper scale agrees with the claim
 TOLERANCE = {"cifar10": 0.5, "cifar100": 1.0, "imagenet": 1.0}
 VERDICTS = {
@@ -35,15 +33,29 @@ VERDICTS = {
 
 
 def dataset_name(name) -> str:
-    return DATASET_NAMES.get(name, name)
+    """A registered dataset's title; an unregistered name (a plugin's, not loaded here) as it is."""
+    from ..data import DATASETS
+
+    return DATASETS.get(name).title if name in DATASETS else name
+
+
+#: networks that only published rows of other papers name (not models of this suite)
+QUOTED_NETWORKS = {"vgg": "VGG", "googlenet": "GoogLeNet", "resnet": "ResNet"}
 
 
 def network(row) -> str:
+    """A row's network by its registered label (e.g. WRN-20-10)."""
+    from ..models import LABELS, model_label
+
     arch = row["arch"]
-    if arch in ("wrn", "wrn_imagenet"):
-        net = f"WRN-{int(float(row['depth']))}-{float(row['width']):g}"
-        return net + (" (ImageNet)" if arch == "wrn_imagenet" else "")
-    return {"resnet18": "ResNet-18", "vgg": "VGG", "googlenet": "GoogLeNet", "resnet": "ResNet"}.get(arch, arch)
+    if arch not in LABELS:
+        return QUOTED_NETWORKS.get(arch, arch)
+    kw = {}
+    if pd.notna(row.get("depth")) and str(row.get("depth")) != "":
+        kw["depth"] = int(float(row["depth"]))
+    if pd.notna(row.get("width")) and str(row.get("width")) != "":
+        kw["width"] = float(row["width"])
+    return model_label(arch, **kw)
 
 
 def mib(n) -> str:
