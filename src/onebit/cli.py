@@ -217,8 +217,10 @@ def _failure(e: BaseException) -> tuple[int, str]:
 
 
 def main(argv=None) -> int:
+    from . import require_torch
     from .plugins import load_plugins
 
+    require_torch()
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("ONEBIT_DEBUG") == "1"
     try:

@@ -99,10 +99,11 @@ class TrainConfig:
                            runtime=True)
     eval_batch_size: int = option(500, "images per evaluation batch", minimum=1, runtime=True)
 
-    def validate(self) -> None:
+    def validate(self, build: bool = True) -> None:
         """Every check a run makes before it starts: each field against its metadata,
-        the learning-rate range, the device, and the model built on the meta device
-        (which checks the architecture's own arguments, e.g. a WRN depth of 6n+2)."""
+        the learning-rate range, and (with ``build``, which imports PyTorch) the device and
+        the model built on the meta device (which checks the architecture's own arguments,
+        e.g. a WRN depth of 6n+2)."""
         for f in fields():
             check_value(f.name, getattr(self, f.name))
         from .data import get_dataset
@@ -113,8 +114,9 @@ class TrainConfig:
         if self.lr_min > self.lr_max:
             raise ConfigError(f"lr_min must be at most lr_max ({self.lr_max!r}), got {self.lr_min!r}",
                               "lr_min")
-        check_device(self.device)
-        self.build_model(meta=True)
+        if build:
+            check_device(self.device)
+            self.build_model(meta=True)
 
     def identity(self) -> dict:
         """The fields that define the result (a resumed run must match them)."""

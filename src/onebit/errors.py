@@ -34,8 +34,8 @@ class GridError(UserError):
     """A grid that cannot run; the message names file, row and field."""
 
 
-class UnknownNameError(UserError, KeyError):
-    """An unknown registry name; the message lists the known ones."""
+class UnknownNameError(OnebitError, KeyError):
+    """An unknown registry name; the message lists the known ones (exit 2; a ``KeyError``)."""
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])

@@ -65,11 +65,12 @@ def columns() -> dict:
 RUN_COLUMNS = [f.name for f in run_fields() if f.metadata["grid"]]
 
 
-def load_grid(path: "str | Path", check: bool = True) -> pd.DataFrame:
+def load_grid(path: "str | Path", check: bool = True, build: bool = True) -> pd.DataFrame:
     """Read a grid; returns one row per grid row (``seeds`` as lists), every column
     filled. With ``check`` (before any job), each row's names are looked up in the
-    registries and its model is built on the meta device; without it (reading the
-    grid to join results), only types and bounds are checked, and no plugin is needed."""
+    registries and, with ``build`` (which imports PyTorch), its model is built on the meta
+    device; without ``check`` (reading the grid to join results), only types and bounds are
+    checked, and no plugin is needed."""
     path = Path(path)
     where = f"grid {path}"
     try:
@@ -123,7 +124,7 @@ def load_grid(path: "str | Path", check: bool = True) -> pd.DataFrame:
             out[col] = value
         if check:
             try:  # what the job itself will check first: the config, and the model (on meta)
-                run_config(out, out["seeds"][0]).validate()
+                run_config(out, out["seeds"][0]).validate(build=build)
             except (ValueError, KeyError) as e:
                 field = getattr(e, "field", None)
                 raise GridError(f"{where}, row {rid!r}" + (f", field {field!r}" if field else "")
@@ -172,11 +173,13 @@ class Workflow:
     fidelity: Optional[dict]
 
 
-def check_workflow(config: dict, grid_name: str, root: "str | Path") -> Workflow:
+def check_workflow(config: dict, grid_name: str, root: "str | Path", build: bool = True) -> Workflow:
     """Check the pipeline's config for one grid before any job: the grid whole (its rows'
-    names, plugins loaded, and models built on the meta device), every memory measurement
-    that reaches a job's command line (its network built as the job will build it), and the
-    fidelity row and seed. Raises :class:`GridError` naming the setting, row and field."""
+    names, plugins loaded, and, with ``build``, models built on the meta device), every memory
+    measurement that reaches a job's command line (with ``build``, its network built as the
+    job will build it), and the fidelity row and seed. Raises :class:`GridError` naming the
+    setting, row and field. Without ``build`` it imports no PyTorch (unless a plugin does):
+    :func:`check_networks` is the rest."""
     import re
 
     from .plugins import load_plugins
@@ -185,19 +188,14 @@ def check_workflow(config: dict, grid_name: str, root: "str | Path") -> Workflow
         raise GridError(f"unknown grid {grid_name!r}; known grids: {', '.join(config['grids'])}")
     load_plugins(",".join(config["plugins"]))
     grid_path = workflow_path(config["grids"][grid_name], root)
-    grid = load_grid(grid_path)
+    grid = load_grid(grid_path, build=build)
     memory = config["memory"].get(grid_name, {})
     for name, spec in memory.items():
         try:  # what reaches the memory job's command line is checked here, before any job
             if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", spec.get("device", "cpu")):
                 raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {spec['device']!r}")
-            import torch
-
-            from .models import create_model
-
-            kw = {k: spec[k] for k in ("depth", "width") if k in spec}
-            with torch.device("meta"):  # the network is built as the job will build it
-                create_model(spec["arch"], "fp32", in_channels=spec.get("in_channels", 3), **kw)
+            if "arch" not in spec:
+                raise KeyError("arch")
         except (KeyError, ValueError, TypeError) as e:
             raise GridError(f"memory.{grid_name}.{name}: {e}") from None
     for row, name in grid["memory"].dropna().items():
@@ -211,4 +209,30 @@ def check_workflow(config: dict, grid_name: str, root: "str | Path") -> Workflow
     if fidelity and fidelity["seed"] not in grid.loc[fidelity["row"], "seeds"]:
         raise GridError(f"fidelity: seed {fidelity['seed']} is not a seed of row {fidelity['row']!r} "
                         f"(its seeds: {grid.loc[fidelity['row'], 'seeds']})")
-    return Workflow(grid, str(grid_path), str(workflow_path(config["published"], root)), memory, fidelity)
+    checked = Workflow(grid, str(grid_path), str(workflow_path(config["published"], root)), memory, fidelity)
+    if build:
+        check_networks(checked, grid_name)
+    return checked
+
+
+def check_networks(checked: Workflow, grid_name: str) -> None:
+    """The part of :func:`check_workflow` that imports PyTorch: every row's model and every
+    memory measurement's network built on the meta device, as their jobs will build them."""
+    import torch
+
+    from .models import create_model
+
+    for rid, row in checked.grid.iterrows():
+        try:
+            run_config(row, row["seeds"][0]).validate()
+        except (ValueError, KeyError) as e:
+            field = getattr(e, "field", None)
+            raise GridError(f"grid {checked.grid_path}, row {rid!r}" + (f", field {field!r}" if field else "")
+                            + f": {e}") from None
+    for name, spec in checked.memory.items():
+        try:
+            kw = {k: spec[k] for k in ("depth", "width") if k in spec}
+            with torch.device("meta"):  # the network is built as the job will build it
+                create_model(spec["arch"], "fp32", in_channels=spec.get("in_channels", 3), **kw)
+        except (KeyError, ValueError, TypeError) as e:
+            raise GridError(f"memory.{grid_name}.{name}: {e}") from None

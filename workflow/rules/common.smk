@@ -8,8 +8,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
-from onebit.grid import GridError, check_workflow, jobs, train_args
-from onebit.measure.memory import job_memory_mb
+from onebit.grid import GridError, check_networks, check_workflow, jobs, train_args
 
 validate(config, "../schemas/config.schema.yaml")
 
@@ -20,8 +19,11 @@ GRID_NAME = config["grid"]
 # every onebit command of this run sees the same plugins (through the shell prefix
 # below: not a rule parameter, so adding a plugin changes no job's parameters)
 PLUGINS = ",".join(config["plugins"])
-try:  # the grid and every setting that reaches a job, checked before any job
-    CHECKED = check_workflow(config, GRID_NAME, ROOT)
+# The grid and every setting that reaches a job, checked before any job. Building each row's
+# network (on the meta device) imports PyTorch: done here for a dry run, else in onstart
+# (check_networks_before_jobs), so that the parse each job and each cluster job pays stays light.
+try:
+    CHECKED = check_workflow(config, GRID_NAME, ROOT, build=workflow.dryrun)
 except (GridError, ValueError) as e:
     raise WorkflowError(str(e)) from None
 GRID, GRID_PATH, PUBLISHED = CHECKED.grid, CHECKED.grid_path, CHECKED.published
@@ -89,6 +91,8 @@ def memory_gpus(wc):
 
 
 def memory_mb(wc):
+    from onebit.measure.memory import job_memory_mb  # builds the network: PyTorch
+
     return job_memory_mb(MEMORY[wc.name])
 
 
@@ -155,3 +159,13 @@ def check_gpu_limit():
             "machine has, e.g. --resources gpu=1, so that it runs no more GPU jobs at once "
             "(on a cluster use --profile profiles/slurm)"
         )
+
+
+def check_networks_before_jobs():
+    """The rest of the grid's check (each row's network built on the meta device), in the
+    process that schedules the jobs, before any job."""
+    if not workflow.dryrun:
+        try:
+            check_networks(CHECKED, GRID_NAME)
+        except (GridError, ValueError) as e:
+            raise WorkflowError(str(e)) from None

@@ -21,7 +21,7 @@ from .functional import tag
 
 GROUP = 256
 MIN_NUMEL = 4096  # small tensors (statistics, logits of a small batch) stay exact
-_SHIFTS = torch.tensor([6, 4, 2, 0], dtype=torch.uint8)
+_SHIFTS = torch.tensor([6, 4, 2, 0], dtype=torch.uint8, device="cpu")  # cpu even if imported under meta
 
 
 def _rows(x: Tensor) -> Tensor:

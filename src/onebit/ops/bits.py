@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import torch
 
-_SHIFTS = torch.arange(7, -1, -1, dtype=torch.uint8)  # MSB first, like numpy.packbits
+_SHIFTS = torch.arange(7, -1, -1, dtype=torch.uint8, device="cpu")  # MSB first, like numpy.packbits; cpu
+# even when first imported inside a `with torch.device("meta")` block (a model built for a check)
 
 
 def is_channels_last(t: torch.Tensor) -> bool:
