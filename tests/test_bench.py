@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from onebit.measure.bench import check_method, sizes
 from onebit.cli import main
 from onebit.grid import load_grid
+from onebit.measure.bench import check_method, sizes
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -4,10 +4,9 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
 from onebit import create_model
-from onebit.ops.act2 import dequantize2, quantize2
 from onebit.measure.memory import measure
+from onebit.ops.act2 import dequantize2, quantize2
 
 KW = {"wrn": dict(depth=8, width=1), "resnet18": dict(num_classes=10)}
 X = {"wrn": (8, 3, 16, 16), "resnet18": (4, 3, 64, 64)}

@@ -4,7 +4,6 @@ import os
 
 import pytest
 import torch
-
 from onebit.data import DatasetError, get_dataset, list_datasets
 from onebit.data.datasets import SYSTEM_FASHION_MNIST
 from onebit.data.loaders import ImageFolder, TensorBatches, augment
@@ -205,3 +204,28 @@ def test_imagenet_tree_shape_is_checked(tiny_imagenet):
         ImageNet("imagenet", 1000, 3, 224, in_memory=False).prepare(tiny_imagenet)
     with pytest.raises(DatasetError, match="holds 12 images, 13 expected"):
         ImageNet("x", 3, 3, 32, in_memory=False, images=(13, 6)).prepare(tiny_imagenet)
+
+
+def test_a_corrupt_jpeg_is_named_even_from_a_loader_worker(tiny_imagenet, tmp_path, capsys):
+    from onebit.cli import main
+
+    bad = sorted((tiny_imagenet / "imagenet" / "train").rglob("*.JPEG"))[3]
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    code = main(["train", "--dataset", "tiny_imagenet", "--data-root", str(tiny_imagenet), "--depth", "8",
+                 "--width", "0.25", "--batch-size", "4", "--epochs", "1", "--workers", "2",
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 3 and str(bad) in err and "cannot be read as an image" in err and "Traceback" not in err
+
+
+def test_training_refuses_an_image_tree_with_the_wrong_classes(tiny_imagenet, tmp_path, capsys):
+    import shutil
+
+    from onebit.cli import main
+
+    shutil.rmtree(sorted((tiny_imagenet / "imagenet" / "train").iterdir())[0])
+    code = main(["train", "--dataset", "tiny_imagenet", "--data-root", str(tiny_imagenet), "--depth", "8",
+                 "--width", "0.25", "--batch-size", "4", "--epochs", "1", "--workers", "0",
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 3 and "holds 2 class folders, 3 expected" in err

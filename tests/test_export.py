@@ -1,11 +1,17 @@
 """Packed 1-bit export: round trip and file size."""
 
+import os
+
 import pytest
 import torch
-
 from onebit import create_model, export_packed, get_method, list_methods, load_packed
 from onebit.cli import main
-from onebit.runio import save_checkpoint
+from onebit.runio import (
+    save_checkpoint,
+)
+from onebit.train import train
+
+from helpers import corrupt, tiny_cfg
 
 
 def trained(method="w1", **kw):
@@ -77,3 +83,52 @@ def test_every_one_bit_method_exports(tmp_path, method):
     x = torch.randn(2, 3, 16, 16)
     out, ref = load_packed(tmp_path / "m.onebit")(x), model(x)
     assert torch.equal(out, ref)
+
+
+def test_export_refuses_a_corrupt_checkpoint_with_a_fix(tiny_fashion, tmp_path, capsys):
+    from onebit.cli import main
+
+    train(tiny_cfg(tiny_fashion, method="w1", epochs=2), tmp_path / "r", log=lambda *_: None)
+    corrupt(tmp_path / "r" / "checkpoint.pt", "flipped")
+    assert main(["export", str(tmp_path / "r" / "checkpoint.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "corrupted" in err and "checkpoint.pt.prev" in err and "Traceback" not in err
+
+
+def test_export_never_overwrites_its_input(tiny_fashion, tmp_path, capsys):
+    from onebit.cli import main
+
+    train(tiny_cfg(tiny_fashion, method="w1", epochs=2), tmp_path / "r", log=lambda *_: None)
+    ck = tmp_path / "r" / "checkpoint.pt"
+    before = ck.read_bytes()
+    for out, says in ((ck, "also an input"), (tmp_path / "r" / "checkpoint.pt.prev", "also an input"),
+                      (tmp_path / "r", "is a folder")):
+        assert main(["export", str(ck), "-o", str(out)]) == 2
+        assert says in capsys.readouterr().err
+    assert ck.read_bytes() == before
+
+
+def test_outputs_never_overwrite_a_plugin_file(tiny_fashion, tmp_path, capsys):
+    from onebit.cli import main
+
+    train(tiny_cfg(tiny_fashion, method="w1", epochs=1), tmp_path / "r", log=lambda *_: None)
+    plugin = tmp_path / "my_method.py"
+    plugin.write_text("X = 1  # a user's plugin\n")
+    assert main(["--plugins", str(plugin), "export", str(tmp_path / "r" / "checkpoint.pt"), "-o", str(plugin)]) == 2
+    assert "also an input" in capsys.readouterr().err and plugin.read_text() == "X = 1  # a user's plugin\n"
+
+
+def test_export_writes_atomically_with_the_usual_file_mode(tiny_fashion, tmp_path, capsys):
+    from onebit.cli import main
+
+    train(tiny_cfg(tiny_fashion, method="w1", epochs=1), tmp_path / "r", log=lambda *_: None)
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "packed" / "model.pt"  # a missing folder is created
+        assert main(["export", str(tmp_path / "r" / "checkpoint.pt"), "-o", str(out)]) == 0
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o644 and os.listdir(out.parent) == ["model.pt"]
+    (tmp_path / "afile").write_text("x")
+    assert main(["export", str(tmp_path / "r" / "checkpoint.pt"), "-o", str(tmp_path / "afile" / "m.pt")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err

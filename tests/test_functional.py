@@ -5,11 +5,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
+from onebit.methods.quantizers import stochastic_binary
+from onebit.models.layers import BNReLU, QConv2d, QLinear
 from onebit.ops.bits import pack_bits, unpack_bits
 from onebit.ops.functional import AvgPoolPad, CompactMaxPool, MaskReLU, StrictBNReLU
-from onebit.models.layers import BNReLU, QConv2d, QLinear
-from onebit.methods.quantizers import stochastic_binary
 
 
 @pytest.mark.parametrize("shape", [(1,), (7,), (8,), (3, 5, 7), (2, 16, 4, 4)])

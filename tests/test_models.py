@@ -1,9 +1,9 @@
 """Registry, golden parameter counts, and every model x method building and training."""
 
-import pytest
-import torch
 
 import onebit
+import pytest
+import torch
 from onebit import UnknownNameError, create_model, list_methods, list_models
 
 SMALL = {"wrn": dict(depth=8, width=0.5), "resnet18": dict(num_classes=7)}
@@ -103,3 +103,12 @@ def test_state_dict_moves_between_methods(arch):
         other.eval()
         if onebit.get_method(method).weight_quantizer is None:  # same forward weights
             torch.testing.assert_close(other(x), ref(x))
+
+
+def test_width_that_gives_no_channels_is_a_config_error():
+    from onebit import create_model
+    from onebit.config import ConfigError
+
+    with pytest.raises(ConfigError, match="0 channels"):
+        create_model("wrn", "fp32", depth=8, width=0.01)
+    assert create_model("wrn", "fp32", depth=8, width=1 / 16) is not None  # the smallest width that works

@@ -4,9 +4,8 @@ import re
 import tomllib
 from pathlib import Path
 
-import yaml
-
 import onebit
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,3 +53,14 @@ def test_conda_environment_is_self_contained():
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert not any(p.startswith(("-r", "-e", ".", "/")) for p in pip)
     assert pins(REPO / "envs/onebit.yaml") == pins(REPO / "envs/requirements.txt")
+
+
+def test_light_modules_do_not_import_torch():
+    """The grid, the report, the registries and the CLI's parser import without torch, so that
+    Snakemake's parse, ``collect`` and the figures do not pay its seconds."""
+    light = ["onebit", "onebit.grid", "onebit.config", "onebit.errors", "onebit.units", "onebit.methods",
+             "onebit.models", "onebit.data", "onebit.report.claims", "onebit.report.tables",
+             "onebit.report.text", "onebit.report.figures"]
+    code = f"import sys\nfor m in {light!r}:\n    __import__(m)\n    assert 'torch' not in sys.modules, m\n"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

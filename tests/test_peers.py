@@ -6,11 +6,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from onebit import create_model, get_method
-from onebit.models.layers import BNReLU, QConv2d
-from onebit.methods.peers import clip_binary_weights
 from onebit.measure.steps import make_optimizer, train_step
+from onebit.methods.peers import clip_binary_weights
+from onebit.models.layers import BNReLU, QConv2d
 
 
 def ste_sign(x):

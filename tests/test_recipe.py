@@ -3,11 +3,11 @@ test-time BN statistics, momentum at restarts, the shortcut's average pool, whic
 of the peers stay at 32 bits, and [P]'s ImageNet network."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-
 from onebit import create_model
 from onebit.bnstats import reestimate
 from onebit.config import TrainConfig
@@ -153,7 +153,6 @@ def test_report_shows_a_grids_own_table_with_what_each_row_changes():
     import json
 
     import pandas as pd
-
     from onebit.report import text as reporting
 
     base = {"arch": "wrn", "depth": 8, "width": 2.0, "cutout": 0, "cutout_style": "official",
@@ -165,7 +164,9 @@ def test_report_shows_a_grids_own_table_with_what_each_row_changes():
         "row": r, "method": m, "table": "slide16" if r == "paper-row" else "recipe", "dataset": "fashion_mnist",
         "arch": "wrn", "depth": 8, "width": 2.0, "epochs": 3, "recipe": json.dumps({**base, **change}),
         "test_err_mean": err, "test_err_std": 0.1, "seeds": 2} for r, m, change, err in rows])
-    got = reporting.other_tables(summary)
+    from onebit.report.claims import load_claims
+
+    got = reporting.other_tables(summary, load_claims(Path(__file__).parents[1] / "config" / "published.tsv"))
     assert list(got) == ["recipe"]  # paper tables have their own sections
     t = got["recipe"].set_index("row")
     assert list(t.index) == ["a-official", "a-no-reset", "b-official", "a-cutout"]

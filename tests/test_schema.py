@@ -11,7 +11,6 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from onebit.cli import build_parser
 from onebit.config import ConfigError, TrainConfig, check_value, fields, kind_of, to_argv
 from onebit.grid import Job, columns, load_grid, run_config

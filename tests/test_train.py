@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from onebit.cli import main
 from onebit.runio import load_checkpoint
 from onebit.train import ConfigMismatch, TrainConfig, train

@@ -16,13 +16,12 @@ from contextlib import contextmanager, nullcontext
 from typing import NamedTuple, Optional
 
 import torch
-import torch.utils.checkpoint
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
-from ..ops.bits import pack_bits
-from ..ops.functional import CompactMaxPool, MaskReLU, QConvFn, SignHardTanh, StrictBNReLU, binarize_in_slices, tag
 from ..methods import Method, get_method
+from ..ops.functional import CompactMaxPool, MaskReLU, QConvFn, SignHardTanh, StrictBNReLU, binarize_and_pack, tag
 
 
 class Act(NamedTuple):
@@ -40,7 +39,7 @@ def compress(a: Tensor, method: Method) -> Act:
     """Attach the packed 1-bit copy of ``a`` when the method keeps one."""
     if method.compressed and torch.is_grad_enabled() and a.requires_grad:
         with torch.no_grad():
-            return Act(a, tag(pack_bits(binarize_in_slices(method.act_quantizer, a)), "packed activation"))
+            return Act(a, tag(binarize_and_pack(method.act_quantizer, a), "packed activation"))
     return Act(a)
 
 

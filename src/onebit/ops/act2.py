@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .dispatch import reference
 from .functional import tag
 
 GROUP = 256
@@ -31,6 +32,7 @@ def _rows(x: Tensor) -> Tensor:
     return x.transpose(0, 1).reshape(x.shape[1], -1)
 
 
+@reference
 def quantize2(x: Tensor):
     rows = _rows(x.detach()).float()
     length = rows.shape[1]
@@ -49,6 +51,7 @@ def quantize2(x: Tensor):
             (tuple(x.shape), x.dtype, group, length))
 
 
+@reference
 def dequantize2(packed: Tensor, stats: Tensor, meta) -> Tensor:
     shape, dtype, group, length = meta
     q = ((packed.unsqueeze(1) >> _SHIFTS.to(packed.device)) & 3).reshape(-1)

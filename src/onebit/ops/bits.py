@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from .dispatch import reference
+
 _SHIFTS = torch.arange(7, -1, -1, dtype=torch.uint8, device="cpu")  # MSB first, like numpy.packbits; cpu
 # even when first imported inside a `with torch.device("meta")` block (a model built for a check)
 
@@ -17,6 +19,7 @@ def is_channels_last(t: torch.Tensor) -> bool:
     return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
 
 
+@reference
 def pack_bits(mask: torch.Tensor) -> torch.Tensor:
     """Pack a boolean (or 0/1) tensor into a flat ``uint8`` tensor, 8 per byte, in
     memory order: NHWC for a channels-last tensor (no copy to NCHW first); unpack
@@ -31,6 +34,7 @@ def pack_bits(mask: torch.Tensor) -> torch.Tensor:
     return (flat.view(-1, 8) << shifts).sum(dim=1, dtype=torch.uint8)
 
 
+@reference
 def unpack_bits(packed: torch.Tensor, shape: torch.Size | tuple[int, ...],
                 dtype: torch.dtype = torch.float32, channels_last: bool = False) -> torch.Tensor:
     """Inverse of :func:`pack_bits`: a tensor of ``shape`` with 0/1 values (laid out

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .bits import is_channels_last, pack_bits, unpack_batch_slice, unpack_bits
+from .dispatch import reference
 
 Quantizer = Callable[[Tensor], Tensor]
 
@@ -303,6 +304,14 @@ def binarize_in_slices(fn: Callable[[Tensor], Tensor], a: Tensor) -> Tensor:
     return out
 
 
+@reference
+def binarize_and_pack(quantizer: Callable[[Tensor], Tensor], a: Tensor) -> Tensor:
+    """The packed bits of ``quantizer(a)`` (a stochastic binarizer ``A -> bool``): what
+    compressed learning keeps of an activation. The reference binarizes a batch slice at a
+    time and packs; a fused kernel does both in one pass, drawing its noise inside it."""
+    return pack_bits(binarize_in_slices(quantizer, a))
+
+
 def _channel_count(x: Tensor, where_not: Optional[Tensor] = None) -> Tensor:
     """Per channel, how many elements of ``x`` are nonzero (and ``where_not`` is False),
     as float32, counted a batch slice at a time: a sum over a whole bool tensor would
@@ -332,16 +341,26 @@ class AvgPoolPad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, channels_out: int, count_pad: bool = False) -> Tensor:
         ctx.shape, ctx.count_pad = x.shape, count_pad
-        y = F.avg_pool2d(x, 3, 2, 1, count_include_pad=count_pad)
-        return F.pad(y, (0, 0, 0, 0, 0, channels_out - x.shape[1]))
+        return avg_pool_pad(x, channels_out, count_pad)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        c = ctx.shape[1]
-        shape_only = grad.new_empty(1).expand(ctx.shape)  # sizes only: allocates nothing
-        gx = torch.ops.aten.avg_pool2d_backward(
-            grad[:, :c].contiguous(), shape_only, [3, 3], [2, 2], [1, 1], False, ctx.count_pad, None)
-        return gx, None, None
+        return avg_pool_pad_backward(grad, ctx.shape, ctx.count_pad), None, None
+
+
+@reference
+def avg_pool_pad(x: Tensor, channels_out: int, count_pad: bool) -> Tensor:
+    """The forward of :class:`AvgPoolPad`."""
+    y = F.avg_pool2d(x, 3, 2, 1, count_include_pad=count_pad)
+    return F.pad(y, (0, 0, 0, 0, 0, channels_out - x.shape[1]))
+
+
+@reference
+def avg_pool_pad_backward(grad: Tensor, shape: torch.Size, count_pad: bool) -> Tensor:
+    """The input gradient of :class:`AvgPoolPad`."""
+    shape_only = grad.new_empty(1).expand(shape)  # sizes only: allocates nothing
+    return torch.ops.aten.avg_pool2d_backward(
+        grad[:, :shape[1]].contiguous(), shape_only, [3, 3], [2, 2], [1, 1], False, count_pad, None)
 
 
 class CompactMaxPool(torch.autograd.Function):

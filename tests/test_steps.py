@@ -2,11 +2,9 @@
 
 import pytest
 import torch
-
 from onebit import create_model
 from onebit.measure.memory import measure
-from onebit.measure.steps import (_cpu_peak, benchmark, largest_batch, make_optimizer, parse_bytes,
-                              step_peak, train_step)
+from onebit.measure.steps import _cpu_peak, benchmark, largest_batch, make_optimizer, parse_bytes, step_peak, train_step
 
 
 def test_cpu_peak_is_the_allocators_running_maximum():

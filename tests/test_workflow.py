@@ -2,16 +2,17 @@
 and the documented "add a method" path, each in a temporary copy of the workflow."""
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from onebit.report import text as reporting
 from onebit.grid import GridError, jobs, load_grid
+from onebit.report.claims import load_claims
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW = ["workflow", "config", "profiles", "envs", "docs"]
@@ -71,7 +72,7 @@ def test_smoke_grid_tidy_tables(smoke):
 @needs_fashion
 def test_smoke_grid_report_has_every_table(smoke):
     html = (smoke / "reports/smoke/report.html").read_text()
-    titles = list(reporting.TABLES.values()) + [
+    titles = list(load_claims(REPO / "config/claims.yaml").tables.values()) + [
         "Claims and what was reproduced", "Memory kept for backward", "Same network, same budget",
         "Gradient fidelity", "Training curves and final errors", "Fashion-MNIST"]
     for title in titles:
@@ -340,3 +341,60 @@ def test_workflow_runs_as_a_snakemake_module(workdir, tmp_path):
     summary = pd.read_csv(tmp_path / "results/smoke/summary.csv")
     assert len(summary) == len(load_grid(workdir / "config/grids/smoke.tsv"))
     assert (tmp_path / "reports/smoke/report.html").stat().st_size > 10_000
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists(),
+                    reason="needs Fashion-MNIST (envs/setup.sh installs Debian's dataset-fashion-mnist)")
+def test_killed_and_concurrent_pipeline(tmp_path):
+    """A second invocation is refused while one runs; Snakemake SIGKILLed with its jobs;
+    re-running completes only what was missing."""
+    import shutil
+    import time
+
+    from test_workflow import REPO, WORKFLOW, snakemake
+
+    for name in WORKFLOW:
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--config", "grid=smoke"]
+    first = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while not list(tmp_path.glob("results/smoke/runs/*/*/final.json")) and time.time() < deadline:
+            time.sleep(0.5)
+        assert first.poll() is None, "the pipeline finished before it could be interrupted"
+        second = snakemake(tmp_path, "--cores", "1", "--config", "grid=smoke")
+        assert second.returncode != 0
+        assert "cannot be locked" in second.stderr + second.stdout
+        os.killpg(first.pid, signal.SIGKILL)  # Snakemake and every job it started
+        first.wait()
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    done = {p: (p.stat().st_mtime_ns, json.loads(p.read_text()))
+            for p in tmp_path.glob("results/smoke/runs/*/*/final.json")}
+    n_rows = len(list(tmp_path.glob("results/smoke/logs/train/*/*.log")))
+    # the lock of a killed Snakemake stays: the message says how to remove it
+    stale = snakemake(tmp_path, "--cores", "2", "--config", "grid=smoke")
+    assert stale.returncode != 0 and "--unlock" in stale.stderr + stale.stdout
+    assert snakemake(tmp_path, "--unlock", "--config", "grid=smoke").returncode == 0
+    rerun = snakemake(tmp_path, "--cores", "2", "--config", "grid=smoke")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert (tmp_path / "reports/smoke/report.html").exists()
+    rerun_done = 0
+    for p, (mtime, before) in done.items():  # finished runs are not retrained
+        if p.stat().st_mtime_ns == mtime:
+            continue
+        # a job that finished as Snakemake was killed is unconfirmed: Snakemake runs it
+        # again, and the trainer resumes from its last checkpoint without training an epoch
+        rerun_done += 1
+        run, seed = p.parent.parent.name, p.parent.name
+        log = (tmp_path / "results/smoke/logs/train" / run / f"{seed}.log").read_text()
+        assert f"after epoch {before['epochs']}" in log and " lr " not in log, log
+        after = json.loads(p.read_text())
+        assert {k: v for k, v in after.items() if k != "wall_seconds"} == \
+            {k: v for k, v in before.items() if k != "wall_seconds"}
+    retrained = rerun.stderr.count("rule train:") + rerun.stdout.count("rule train:")
+    total = len(list(tmp_path.glob("results/smoke/runs/*/*/final.json")))
+    assert retrained == total - len(done) + rerun_done and len(done) >= 1 and n_rows >= 1
