@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from helpers import tiny_cfg
 from onebit.errors import ConfigError
 from onebit.report import text
 from onebit.report.claims import Claims, load_claims, table_changes, verdicts
 from onebit.report.tables import load_published
 from onebit.train import train
-
-from helpers import tiny_cfg
 
 CONFIG = Path(__file__).parents[1] / "config"
 CLAIMS = Claims(sources={"W2017": "[W]"}, tables={"slide16": "title"}, tolerance={"cifar10": 0.5, "cifar100": 1.0})
@@ -173,3 +173,22 @@ def test_collect_stops_when_metrics_disagree_with_final(tiny_fashion, tmp_path):
     (run / "metrics.jsonl").write_text("\n".join(lines[:4]) + "\n")
     with pytest.raises(InconsistentRun, match=f"{run}.*last epoch 2, final.json says 3"):
         tidy_metrics([run / "final.json"], grid)
+
+
+def test_every_figure_has_its_function_caption_tables_and_section():
+    """A figure is added in two places (its function and its caption): the workflow renders
+    every entry of FIGURES from the tables it names and the report shows it in its section."""
+    import inspect
+    import re
+
+    from onebit.report import FIGURES, figures
+
+    repo = Path(__file__).parents[1]
+    rule = (repo / "workflow/rules/figures.smk").read_text()
+    tables = set(re.findall(r"^\s+(\w+)=f\"\{RES\}/", rule.split("output:")[0], re.M))
+    notebook = (repo / "workflow/notebooks/report.ipynb").read_text()
+    for name, fig in FIGURES.items():
+        assert len(inspect.signature(getattr(figures, name)).parameters) == len(fig.inputs), name
+        assert (repo / f"workflow/report/{name}.rst").read_text().strip(), name
+        assert set(fig.inputs) <= tables, (name, fig.inputs, tables)
+        assert f'figures(\\"{fig.section}\\")' in notebook, (name, fig.section)

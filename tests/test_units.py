@@ -3,6 +3,7 @@
 import math
 
 import pandas as pd
+
 from onebit.units import format_bytes, format_number, mean_sd
 
 

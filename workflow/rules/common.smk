@@ -9,6 +9,7 @@ from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
 from onebit.grid import GridError, check_networks, check_workflow, jobs, train_args
+from onebit.report import FIGURES
 
 validate(config, "../schemas/config.schema.yaml")
 
@@ -57,13 +58,6 @@ shell.prefix(
 RES = f"results/{GRID_NAME}"
 REPORT = f"reports/{GRID_NAME}/report.html"
 RUNS = [f"{RES}/runs/{r}/seed{s}/final.json" for r, s in jobs(GRID)]
-FIGURES = [
-    "error_curves",
-    "error_vs_paper",
-    "gap_vs_baseline",
-    "memory_per_method",
-    "gradient_fidelity",
-]
 NOTEBOOK = str(ROOT / "workflow/notebooks/report.ipynb")
 
 

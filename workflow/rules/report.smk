@@ -10,6 +10,7 @@ rule report:
         memory=f"{RES}/memory.parquet",
         fidelity=f"{RES}/fidelity.parquet",
         published=PUBLISHED,
+        claims=CHECKED.claims,
         figures=expand(f"{RES}/figures/{{name}}.png", name=FIGURES),
     output:
         html=REPORT,

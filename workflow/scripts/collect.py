@@ -3,8 +3,8 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from onebit.report.tables import gaps, load_published, paper_gaps, summarize, tidy_metrics  # noqa: E402
 from onebit.grid import load_grid  # noqa: E402
+from onebit.report.tables import gaps, load_published, paper_gaps, summarize, tidy_metrics  # noqa: E402
 from onebit.runio import atomic_write_bytes  # noqa: E402
 
 grid = load_grid(snakemake.input.grid, check=False)  # joined on its columns: no plugin, no model

@@ -21,6 +21,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator  # noqa: E4
 
 from ..methods import FAMILIES, METHODS  # noqa: E402
 from ..methods import ordered as _order  # noqa: E402
+from ..units import format_bytes  # noqa: E402
 
 _EXTRA = sns.color_palette("dark", 10).as_hex()
 
@@ -51,13 +52,6 @@ def _label(df: pd.DataFrame) -> pd.Series:
     from .text import dataset_name, network
 
     return df["dataset"].map(dataset_name) + " " + df.apply(network, axis=1)
-
-
-def _binary_bytes(v, _pos=None) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if v >= scale:
-            return f"{v / scale:.3g} {unit}"
-    return f"{v:.3g} B"
 
 
 def error_curves(metrics: pd.DataFrame) -> plt.Figure:
@@ -185,7 +179,7 @@ def memory_per_method(memory: pd.DataFrame) -> plt.Figure:
         ax.xaxis.set_major_locator(LogLocator(base=4))  # 64 KiB, 256 KiB, 1 MiB, 4 MiB, ...
         ax.xaxis.set_minor_locator(LogLocator(base=2))
         ax.xaxis.set_minor_formatter(FuncFormatter(lambda *_: ""))
-        ax.xaxis.set_major_formatter(FuncFormatter(_binary_bytes))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: format_bytes(v, digits=3)))
         ax.grid(axis="x", alpha=0.3)
     g.set_titles("{col_name}")
     g.set_axis_labels("bytes per image (log scale)", "")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import InconsistentRun
+from ..errors import ConfigError, InconsistentRun
 
 
 def tidy_metrics(final_paths: list, grid: pd.DataFrame) -> pd.DataFrame:
@@ -82,8 +82,22 @@ def _check_against_final(run: Path, metrics: pd.DataFrame, final: dict) -> None:
             "was damaged or mixed. Delete the run directory and run the pipeline again to retrain it.")
 
 
+#: the columns of config/published.tsv
+PUBLISHED_COLUMNS = ["source", "table", "row", "method", "arch", "depth", "width", "params", "epochs", "dataset",
+                     "metric", "value"]
+
+
 def load_published(path) -> pd.DataFrame:
-    pub = pd.read_csv(path, sep="\t", dtype={"value": float})
+    """The published numbers (config/published.tsv), checked: every column there, every value a number."""
+    try:
+        pub = pd.read_csv(path, sep="\t", dtype={"value": float})
+    except ValueError as e:
+        raise ConfigError(f"{path}: not a table of published numbers ({e}); every 'value' must be a number "
+                          "(see config/published.tsv).") from None
+    missing = [c for c in PUBLISHED_COLUMNS if c not in pub.columns]
+    if missing:
+        raise ConfigError(f"{path}: missing column(s) {', '.join(missing)}; a table of published numbers has the "
+                          f"tab-separated columns {', '.join(PUBLISHED_COLUMNS)} (see config/published.tsv).")
     return pub.rename(columns={"source": "paper_source", "table": "paper_table", "row": "paper_row"})
 
 

@@ -10,18 +10,10 @@ from __future__ import annotations
 import pandas as pd
 
 from ..methods import ordered
+from ..units import format_bytes, format_number, mean_sd
+from .claims import VERDICT_ORDER, Claims, table_changes
 
-#: the report's sections: grid ``table`` -> title
-TABLES = {
-    "slide16": "[W] slide 16: model compression, 1-bit weights at test time (CIFAR)",
-    "slide17": "[W] slide 17: ImageNet, ResNet-18",
-    "slide18": "[W] slide 18: compressed learning (CIFAR)",
-    "table1": "[P] Table 1: 1-bit weights, CIFAR, + and ++ (cutout)",
-    "table2": "[P] Table 2: 1-bit weights, ImageNet, WRN 18-2.5",
-}
-SOURCES = {"W2017": "[W]", "P2018": "[P]"}
-#: points of test error within which a reproduction at paper scale agrees with the claim
-TOLERANCE = {"cifar10": 0.5, "cifar100": 1.0, "imagenet": 1.0}
+#: how the report words each verdict key of :func:`onebit.report.claims.verdicts`
 VERDICTS = {
     "within": "within tolerance",
     "outside": "outside tolerance",
@@ -58,28 +50,6 @@ def network(row) -> str:
     return model_label(arch, **kw)
 
 
-def mib(n) -> str:
-    """Bytes in binary units: ``55.9 MiB``, ``1.75 GiB``, ``230.0 KiB`` (empty for none)."""
-    from ..measure.memory import format_bytes
-
-    return "" if n is None or pd.isna(n) else format_bytes(n)
-
-
-def pm(mean, std, n=None) -> str:
-    """``21.85 ± 0.14``; seeds that ended on the same error say so instead of ``± 0.00``."""
-    if mean is None or pd.isna(mean):
-        return ""
-    if std is None or pd.isna(std):
-        return f"{mean:.2f}" + (" (1 seed)" if n == 1 else "")
-    if std == 0:
-        return f"{mean:.2f} (all {int(n)} seeds equal)" if n else f"{mean:.2f} (seeds equal)"
-    return f"{mean:.2f} ± {std:.2f}"
-
-
-def _num(v, fmt: str) -> str:
-    return "" if v is None or pd.isna(v) else fmt.format(v)
-
-
 def _method_sort(df: pd.DataFrame, col: str = "method", first: tuple = ()) -> pd.DataFrame:
     rank = {m: i for i, m in enumerate(ordered(df[col]))}
     keys = list(first) + ["_rank"]
@@ -88,90 +58,55 @@ def _method_sort(df: pd.DataFrame, col: str = "method", first: tuple = ()) -> pd
 
 # ------------------------------------------------------------------ the headline table
 
-def _paper_scale(r, pub) -> bool:
-    same_net = (r["arch"] == pub["arch"] and (pd.isna(pub["depth"]) or float(r["depth"]) == float(pub["depth"]))
-                and (pd.isna(pub["width"]) or float(r["width"]) == float(pub["width"])))
-    full = pd.isna(r.get("train_subset")) and pd.isna(r.get("test_subset"))
-    epochs = pd.isna(pub["epochs"]) or int(r["epochs"]) == int(pub["epochs"])
-    return bool(same_net and full and epochs)
+def _claim_network(arch, depth, width, epochs) -> str:
+    net = network({"arch": arch, "depth": depth, "width": width}) if pd.notna(arch) else ""
+    return net + (f", {int(epochs)} ep." if pd.notna(epochs) else "")
 
 
-def headline(published: pd.DataFrame, summary: pd.DataFrame, gaps: pd.DataFrame, paper_gaps: pd.DataFrame,
-             memory: "pd.DataFrame | None" = None) -> pd.DataFrame:
-    """One line per published number: the claim, what this grid reproduced for it (the
-    grid rows linked to it by paper_source, paper_table and paper_row) and a verdict:
+def _verdict_text(v) -> str:
+    if v.verdict in ("within", "outside"):
+        return f"{VERDICTS[v.verdict]} ({v.difference:+.2f}, ±{v.tolerance:g})"
+    if v.verdict == "memory":
+        return f"{VERDICTS['memory']}: {100 * v.difference:+.0f}% (the slide rounds)"
+    return VERDICTS[v.verdict]
 
-    * within / outside tolerance: a reproduction at paper scale (same dataset, network,
-      epochs, all the data), within :data:`TOLERANCE` points of the claim or not;
-    * different data or scale: the linked rows ran on other data or at a smaller scale,
-      so their gap to the 32-bit row of the same recipe is set beside the paper's gap;
-    * quoted: a number the paper cites from another paper, on another network;
-    * memory accounting: the memory slide, against the grid's ResNet-18 measurement;
-    * not run by this grid.
-    """
-    g = gaps.set_index("row")["gap"] if len(gaps) else pd.Series(dtype=float)
-    pgap = {(r.paper_source, r.paper_row, r.dataset, r.metric): r.gap for r in paper_gaps.itertuples()}
+
+def _reproduced_text(v) -> str:
+    if v.verdict == "memory":
+        return f"{format_bytes(v.reproduced, missing='')} (the paper's accounting, batch 256)"
+    if pd.isna(v.row):
+        return ""
+    n = int(v.seeds)
+    net = network({"arch": v.run_arch, "depth": v.run_depth, "width": v.run_width})
+    return (f"{mean_sd(v.reproduced, v.reproduced_sd, n)}, {n} seed{'s' if n > 1 else ''}, "
+            f"{dataset_name(v.run_dataset)}, {net}, {int(v.run_epochs)} ep." + (", subset" if v.subset else ""))
+
+
+def headline(verdicts: pd.DataFrame, claims: Claims) -> pd.DataFrame:
+    """The headline table: :func:`onebit.report.claims.verdicts` in words, one line per
+    published number, in its order."""
     out = []
-    for _, p in published.iterrows():
-        metric = p["metric"]
-        claim_net = network(p) if pd.notna(p["arch"]) else ""
-        line = {"source": f"{SOURCES.get(p['paper_source'], p['paper_source'])} {p['paper_table']}",
-                "published row": p["paper_row"], "method": p["method"], "dataset": dataset_name(p["dataset"]),
-                "network, epochs": claim_net + (f", {int(p['epochs'])} ep." if pd.notna(p["epochs"]) else ""),
-                "metric": {"top1_err": "top-1 %", "top5_err": "top-5 %"}.get(metric, metric)}
-        quoted = p["paper_row"].endswith("-published") or p["paper_row"].startswith("reference")
-        if metric == "train_act_bytes_bs256":
-            line.update(claim=f"{p['value'] / 1e9:g} GB = {mib(p['value'])}", reproduced="",
-                        verdict=VERDICTS["not run"])
-            r18 = memory[(memory["arch"] == "resnet18") & (memory["quantity"] == "paper accounting")
-                         & (memory["kind"] == "total") & (memory["method"] == p["method"])] if memory is not None \
-                and len(memory) else pd.DataFrame()
-            if len(r18):
-                got = r18["bytes_per_image"].iloc[0] * 256
-                line["reproduced"] = f"{mib(got)} (the paper's accounting, batch 256)"
-                line["verdict"] = f"{VERDICTS['memory']}: {100 * (got / p['value'] - 1):+.0f}% (the slide rounds)"
-            out.append(line)
-            continue
-        line["claim"] = f"{p['value']:.2f}"
-        pg = pgap.get((p["paper_source"], p["paper_row"], p["dataset"], metric))
-        line["claimed gap"] = _num(pg, "{:+.2f}")
-        linked = summary[(summary["paper_source"] == p["paper_source"]) & (summary["paper_table"] == p["paper_table"])
-                         & (summary["paper_row"] == p["paper_row"])].dropna(subset=["test_err_mean"])
-        same = linked[linked["dataset"] == p["dataset"]]
-        col = "test_err_mean" if metric == "top1_err" else "test_top5_mean"
-        use = same if len(same) else linked
-        if len(use) and (metric == "top1_err" or col in use):
-            r = use.iloc[0]
-            value, std = r[col], r["test_err_std"] if metric == "top1_err" else None
-            n = int(r["seeds"])
-            line["reproduced"] = (f"{pm(value, std, n)}, {n} seed{'s' if n > 1 else ''}, "
-                                  f"{dataset_name(r['dataset'])}, {network(r)}, {int(r['epochs'])} ep."
-                                  + (", subset" if pd.notna(r.get("train_subset")) else ""))
-            line["gap here"] = _num(g.get(r["row"]), "{:+.2f}") if metric == "top1_err" else ""
-            if quoted:
-                line["verdict"] = VERDICTS["quoted"]
-            elif len(same) and _paper_scale(r, p):
-                diff = value - p["value"]
-                tol = TOLERANCE.get(p["dataset"], 1.0)
-                verdict = "within" if abs(diff) <= tol else "outside"
-                line["verdict"] = f"{VERDICTS[verdict]} ({diff:+.2f}, ±{tol:g})"
-            else:
-                line["verdict"] = VERDICTS["scale"]
-        else:
-            line.update(reproduced="", verdict=VERDICTS["quoted"] if quoted else VERDICTS["not run"])
-        out.append(line)
+    for v in verdicts.itertuples():
+        memory = v.metric == "train_act_bytes_bs256"
+        out.append({
+            "source": f"{claims.sources[v.paper_source]} {v.paper_table}", "published row": v.paper_row,
+            "method": v.method, "dataset": dataset_name(v.dataset),
+            "network, epochs": _claim_network(v.arch, v.depth, v.width, v.epochs),
+            "metric": {"top1_err": "top-1 %", "top5_err": "top-5 %"}.get(v.metric, v.metric),
+            "claim": f"{v.claim / 1e9:g} GB = {format_bytes(v.claim, missing='')}" if memory else f"{v.claim:.2f}",
+            "claimed gap": format_number(v.claimed_gap, "{:+.2f}"),
+            "reproduced": _reproduced_text(v),
+            "gap here": format_number(v.gap, "{:+.2f}"),
+            "verdict": _verdict_text(v)})
     cols = ["source", "published row", "method", "dataset", "network, epochs", "metric", "claim", "claimed gap",
             "reproduced", "gap here", "verdict"]
-    head = pd.DataFrame(out, columns=cols).fillna("")
-    # what was judged first, then what compares by gaps, then quoted numbers, then the rest
-    rank = {VERDICTS[k]: i for i, k in enumerate(["within", "outside", "memory", "scale", "quoted", "not run"])}
-    order = head["verdict"].map(lambda v: min((i for k, i in rank.items() if v.startswith(k)), default=9))
-    return head.assign(_o=order).sort_values("_o", kind="stable").drop(columns="_o").reset_index(drop=True)
+    return pd.DataFrame(out, columns=cols)
 
 
-def verdict_counts(head: pd.DataFrame) -> str:
-    kinds = head["verdict"].str.replace(r" \(.*", "", regex=True).value_counts()
-    return ", ".join(f"{n} {k}" for k, n in kinds.items())
+def verdict_counts(verdicts: pd.DataFrame) -> str:
+    """``2 within tolerance, 14 quoted from ...``: the number of published numbers per verdict."""
+    kinds = verdicts["verdict"].value_counts()
+    return ", ".join(f"{kinds[k]} {VERDICTS[k]}" for k in VERDICT_ORDER if k in kinds.index)
 
 
 # ------------------------------------------------------------------ the sections
@@ -189,14 +124,14 @@ def reproduced_table(summary: pd.DataFrame, table: str) -> pd.DataFrame:
     return pd.DataFrame({
         "row": out["row"], "dataset": out["dataset"], "network": out["network"], "method": out["method"],
         "epochs": out["epochs"], "test error % (mean ± sd)": [
-            pm(m, sd, n) for m, sd, n in zip(out["test_err_mean"], out["test_err_std"], out["seeds"])],
+            mean_sd(m, sd, n) for m, sd, n in zip(out["test_err_mean"], out["test_err_std"], out["seeds"])],
         "seeds": out["seeds"].astype("Int64"),
-        "paper %": out["paper_err"].map(lambda v: _num(v, "{:.2f}")),
-        "difference": out["diff_vs_paper"].map(lambda v: _num(v, "{:+.2f}")),
+        "paper %": out["paper_err"].map(lambda v: format_number(v, "{:.2f}")),
+        "difference": out["diff_vs_paper"].map(lambda v: format_number(v, "{:+.2f}")),
     }).reset_index(drop=True)
 
 
-def published_table(published: pd.DataFrame, table: str) -> pd.DataFrame:
+def published_table(published: pd.DataFrame, table: str, claims: Claims) -> pd.DataFrame:
     """The paper's table as published, each row marked as the paper's own result, a
     quoted reference, or a number quoted from another paper."""
     p = published[(published["paper_table"] == table) |
@@ -219,7 +154,7 @@ def published_table(published: pd.DataFrame, table: str) -> pd.DataFrame:
     wide.columns = [f"{dataset_name(d)} {m.replace('_err', '')} %" for d, m in wide.columns]
     wide = _method_sort(wide.reset_index().dropna(axis=1, how="all"))
     wide.insert(1, "kind", wide["paper_row"].map(kind))
-    wide["paper_source"] = wide["paper_source"].map(lambda v: SOURCES.get(v, v))
+    wide["paper_source"] = wide["paper_source"].map(claims.sources)
     return wide.fillna("").reset_index(drop=True)
 
 
@@ -267,8 +202,8 @@ def memory_overview(memory: pd.DataFrame) -> pd.DataFrame:
             keep = q["ratio_vs_fp32"].get("autograd keeps")
             peak = q["ratio_vs_fp32"].get("step peak")
             step = g["step_ratio_vs_fp32"].iloc[0]
-            row[meas] = " / ".join(x for x in (_num(keep, "{:.1f}x"), _num(peak, "{:.1f}x"), _num(step, "{:.2f}"))
-                                   if x)
+            parts = (format_number(keep, "{:.1f}x"), format_number(peak, "{:.1f}x"), format_number(step, "{:.2f}"))
+            row[meas] = " / ".join(x for x in parts if x)
         rows.append(row)
     return pd.DataFrame(rows).fillna("")
 
@@ -287,14 +222,14 @@ def memory_detail(memory: pd.DataFrame, measurement: str) -> pd.DataFrame:
         get = lambda quantity, col: q[col].get(quantity) if quantity in q.index else None  # noqa: E731
         rows.append({
             "method": method, "bits kept / activation": int(q["activation_bits"].iloc[0]),
-            "paper, batch 256": mib(get("paper accounting", "bytes_per_image") * 256),
-            "autograd keeps / image": mib(get("autograd keeps", "bytes_per_image")),
-            "x less": _num(get("autograd keeps", "ratio_vs_fp32"), "{:.1f}"),
-            "step peak / image": mib(get("step peak", "bytes_per_image")),
-            "peak x less": _num(get("step peak", "ratio_vs_fp32"), "{:.1f}"),
-            "step time x fp32": _num(q["step_ratio_vs_fp32"].iloc[0], "{:.2f}"),
-            "largest batch": _num(q["largest_batch"].iloc[0], "{:.0f}"),
-            "largest parts kept": ", ".join(f"{k} {mib(b)}" for k, b in
+            "paper, batch 256": format_bytes(get("paper accounting", "bytes_per_image") * 256, missing=""),
+            "autograd keeps / image": format_bytes(get("autograd keeps", "bytes_per_image"), missing=""),
+            "x less": format_number(get("autograd keeps", "ratio_vs_fp32"), "{:.1f}"),
+            "step peak / image": format_bytes(get("step peak", "bytes_per_image"), missing=""),
+            "peak x less": format_number(get("step peak", "ratio_vs_fp32"), "{:.1f}"),
+            "step time x fp32": format_number(q["step_ratio_vs_fp32"].iloc[0], "{:.2f}"),
+            "largest batch": format_number(q["largest_batch"].iloc[0], "{:.0f}"),
+            "largest parts kept": ", ".join(f"{k} {format_bytes(b, missing='')}" for k, b in
                                             zip(kinds["kind"][:3], kinds["bytes_per_image"][:3]) if b > 0),
         })
     return pd.DataFrame(rows)
@@ -336,12 +271,12 @@ def same_budget(summary: pd.DataFrame, memory: pd.DataFrame) -> pd.DataFrame:
         peak = mem.loc["step peak"] if "step peak" in mem.index else none
         out.append({
             "method": r.method, "network": f"{network(r._asdict())}, {dataset_name(r.dataset)}",
-            "test error %": pm(r.test_err_mean, r.test_err_std, r.seeds),
-            "bits / weight": _num(kept.get("weight_bits"), "{:.0f}"), "1-bit layers": _layers_kept(r.method),
-            "bits kept / activation": _num(kept.get("activation_bits"), "{:.0f}"),
-            f"kept x less ({measurement})": _num(kept.get("ratio_vs_fp32"), "{:.1f}"),
-            "step peak x less": _num(peak.get("ratio_vs_fp32"), "{:.1f}"),
-            "step time x fp32": _num(kept.get("step_ratio_vs_fp32"), "{:.2f}"),
+            "test error %": mean_sd(r.test_err_mean, r.test_err_std, r.seeds),
+            "bits / weight": format_number(kept.get("weight_bits"), "{:.0f}"), "1-bit layers": _layers_kept(r.method),
+            "bits kept / activation": format_number(kept.get("activation_bits"), "{:.0f}"),
+            f"kept x less ({measurement})": format_number(kept.get("ratio_vs_fp32"), "{:.1f}"),
+            "step peak x less": format_number(peak.get("ratio_vs_fp32"), "{:.1f}"),
+            "step time x fp32": format_number(kept.get("step_ratio_vs_fp32"), "{:.2f}"),
             "description": kept.get("description", ""),
         })
     return pd.DataFrame(out)
@@ -373,38 +308,31 @@ def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "row": s["row"], "table": s["table"], "dataset": s["dataset"].map(dataset_name), "network": s["network"],
         "method": s["method"], "epochs": s["epochs"],
-        "test error %": [pm(m, sd, n) for m, sd, n in zip(s["test_err_mean"], s["test_err_std"], s["seeds"])],
-        "paper %": s["paper_err"].map(lambda v: _num(v, "{:.2f}")),
-        "minutes / run": (s["wall_seconds"] / 60).map(lambda v: _num(v, "{:.1f}")),
+        "test error %": [mean_sd(m, sd, n) for m, sd, n in zip(s["test_err_mean"], s["test_err_std"], s["seeds"])],
+        "paper %": s["paper_err"].map(lambda v: format_number(v, "{:.2f}")),
+        "minutes / run": (s["wall_seconds"] / 60).map(lambda v: format_number(v, "{:.1f}")),
     }).reset_index(drop=True)
 
 
-#: grid tables the report shows in sections of their own (besides :data:`TABLES`)
+#: grid tables the report shows in sections of their own (besides the paper tables of claims.yaml)
 SHOWN_ELSEWHERE = ("baseline", "peers", "ablation", "memory")
 
 
-def other_tables(summary: pd.DataFrame) -> dict:
+def other_tables(summary: pd.DataFrame, claims: Claims) -> dict:
     """The rows of tables no paper section shows (a grid's own, such as ``recipe``), per
-    table: each row's error and what it changes against the first row of its method in
-    that table (the fields of its recipe that differ, and the difference in error)."""
-    import json
-
-    extra = summary[~summary["table"].isin(list(TABLES) + list(SHOWN_ELSEWHERE))]
+    table: :func:`onebit.report.claims.table_changes` in words, with each row's error."""
+    changes = table_changes(summary, list(claims.tables) + list(SHOWN_ELSEWHERE))
     out = {}
-    for table, rows in extra.groupby("table", sort=False):
-        first, changes, diffs = {}, [], []
-        for _, r in rows.iterrows():
-            ref = first.setdefault(r["method"], r)
-            mine, theirs = json.loads(r["recipe"]), json.loads(ref["recipe"])
-            changed = [f"{k} = {mine.get(k)}" for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
-            same = r["row"] == ref["row"]
-            changes.append("(the reference of its method)" if same else ", ".join(changed) or "nothing")
-            diffs.append("" if same else f"{r['test_err_mean'] - ref['test_err_mean']:+.2f}")
+    for table, ch in changes.groupby("table", sort=False):
+        rows = summary.set_index("row").loc[ch["row"]].reset_index()
         out[table] = pd.DataFrame({
             "row": rows["row"].values, "method": rows["method"].values,
             "network": rows.apply(network, axis=1).values, "dataset": rows["dataset"].map(dataset_name).values,
-            "test error % (mean ± sd)": [pm(m, sd, n) for m, sd, n in
+            "test error % (mean ± sd)": [mean_sd(m, sd, n) for m, sd, n in
                                          zip(rows["test_err_mean"], rows["test_err_std"], rows["seeds"])],
             "seeds": rows["seeds"].astype("Int64").values,
-            "changed against the first row of its method": changes, "error difference": diffs})
+            "changed against the first row of its method": [
+                "(the reference of its method)" if r == ref else ", ".join(f"{k} = {v}" for k, v in c) or "nothing"
+                for r, ref, c in zip(ch["row"], ch["reference"], ch["changed"])],
+            "error difference": ch["difference"].map(lambda v: format_number(v, "{:+.2f}")).values})
     return out
