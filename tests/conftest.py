@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from onebit.data import DATASETS
 from onebit.data.datasets import Cifar, FashionMnist, ImageNet
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 from hypothesis import strategies as st
+
 from onebit.runio import load_checkpoint
 from onebit.train import TrainConfig
 

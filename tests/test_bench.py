@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from onebit.cli import main
 from onebit.grid import load_grid
 from onebit.measure.bench import check_method, sizes
@@ -14,6 +15,7 @@ from onebit.measure.bench import check_method, sizes
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_bench_runs_every_part_at_tiny_sizes(tiny_fashion, tmp_path, capsys):
     """The command as a user runs it, on a copy of a grid, including writing the
     measured runtime into it (the training part on the tests' small Fashion-MNIST copy)."""
@@ -21,7 +23,8 @@ def test_bench_runs_every_part_at_tiny_sizes(tiny_fashion, tmp_path, capsys):
     shutil.copy(REPO / "config/grids/smoke.tsv", grid)
     out = tmp_path / "bench.json"
     assert main(["bench", "--device", "cpu", "--method", "fp32,w1,cl,cl-strict,bnn", "--grid", str(grid),
-                 "--data-root", str(tiny_fashion), "--train-dataset", "tiny_fashion", "--output", str(out), "--write-runtime"]) == 0
+                 "--data-root", str(tiny_fashion), "--train-dataset", "tiny_fashion", "--output", str(out),
+                 "--write-runtime"]) == 0
     text = capsys.readouterr().out
     for title in ("1. Correctness", "2. Speed and memory", "3. Cost of the grid", "4. Real training"):
         assert title in text

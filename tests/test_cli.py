@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from onebit.cli import main
 
 from helpers import cell
+from onebit.cli import main
 
 
 def test_memory_json(capsys):
@@ -36,6 +36,7 @@ def test_unknown_method_is_one_readable_line(capsys):
 
 def test_version_and_methods(capsys):
     import pytest
+
     from onebit import __version__, list_methods
 
     with pytest.raises(SystemExit) as e:
@@ -172,6 +173,7 @@ def sandbox(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.mark.slow
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_every_subcommand_refuses_bad_input_with_one_paragraph(data, sandbox, capsys, monkeypatch):
@@ -219,6 +221,7 @@ TRAIN_OPTIONS = ["--dataset", "--arch", "--method", "--depth", "--width", "--epo
            "--cutout", "--train-subset", "--test-subset", "--eval-batch-size", "--workers"]
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(opts=st.lists(st.tuples(st.sampled_from(TRAIN_OPTIONS), cell), max_size=5))
 def test_any_train_arguments_run_or_are_refused_with_a_message(opts, tmp_path, capsys):

@@ -4,6 +4,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+
 from onebit import create_model
 from onebit.measure.memory import measure
 from onebit.ops.act2 import dequantize2, quantize2

@@ -4,6 +4,7 @@ import os
 
 import pytest
 import torch
+
 from onebit.data import DatasetError, get_dataset, list_datasets
 from onebit.data.datasets import SYSTEM_FASHION_MNIST
 from onebit.data.loaders import ImageFolder, TensorBatches, augment

@@ -4,14 +4,14 @@ import os
 
 import pytest
 import torch
+
+from helpers import corrupt, tiny_cfg
 from onebit import create_model, export_packed, get_method, list_methods, load_packed
 from onebit.cli import main
 from onebit.runio import (
     save_checkpoint,
 )
 from onebit.train import train
-
-from helpers import corrupt, tiny_cfg
 
 
 def trained(method="w1", **kw):

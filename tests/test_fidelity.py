@@ -3,6 +3,7 @@ tells a stochastic copy from a deterministic threshold."""
 
 import pytest
 import torch
+
 from onebit import create_model
 from onebit.cli import main
 from onebit.measure.fidelity import gradient_fidelity, same_forward_methods

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+
 from onebit.methods.quantizers import stochastic_binary
 from onebit.models.layers import BNReLU, QConv2d, QLinear
 from onebit.ops.bits import pack_bits, unpack_bits

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from onebit.cli import main
-from onebit.grid import GridError, columns, jobs, load_grid, train_args
 
 from helpers import cell
+from onebit.cli import main
+from onebit.grid import GridError, columns, jobs, load_grid, train_args
 
 HEAD = "row\ttable\tdataset\tarch\tdepth\twidth\tbatch_size\tlr_max\tmethod\tepochs\tseeds\tpaper_row\n"
 
@@ -60,6 +60,7 @@ def grids(draw):
     return df
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(df=grids())
 def test_any_grid_is_accepted_whole_or_refused_with_file_row_and_field(df, tmp_path, capsys):

@@ -4,10 +4,11 @@ import math
 
 import pytest
 import torch
+from torch import nn
+
 from onebit import create_model, list_methods
 from onebit.measure.memory import measure
 from onebit.models.layers import BNReLU, QConv2d
-from torch import nn
 
 
 @pytest.mark.parametrize("method", list_methods())

@@ -1,9 +1,10 @@
 """Registry, golden parameter counts, and every model x method building and training."""
 
 
-import onebit
 import pytest
 import torch
+
+import onebit
 from onebit import UnknownNameError, create_model, list_methods, list_models
 
 SMALL = {"wrn": dict(depth=8, width=0.5), "resnet18": dict(num_classes=7)}

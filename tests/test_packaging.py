@@ -1,11 +1,14 @@
 """Packaging: what pip installs, the locks, the conda environment as Snakemake deploys it."""
 
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
-import onebit
 import yaml
+
+import onebit
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+
 from onebit import create_model, get_method
 from onebit.measure.steps import make_optimizer, train_step
 from onebit.methods.peers import clip_binary_weights

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+
 from onebit import create_model
 from onebit.bnstats import reestimate
 from onebit.config import TrainConfig
@@ -153,6 +154,7 @@ def test_report_shows_a_grids_own_table_with_what_each_row_changes():
     import json
 
     import pandas as pd
+
     from onebit.report import text as reporting
 
     base = {"arch": "wrn", "depth": 8, "width": 2.0, "cutout": 0, "cutout_style": "official",

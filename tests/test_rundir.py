@@ -2,9 +2,8 @@
 
 import os
 
-from onebit.train import train
-
 from helpers import tiny_cfg
+from onebit.train import train
 
 
 def test_train_refuses_an_out_that_is_not_a_run_and_keeps_it(tiny_fashion, tmp_path, capsys):

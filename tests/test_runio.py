@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from helpers import assert_same_run, comparable, corrupt, tiny_cfg
 from onebit.runio import (
     CorruptCheckpoint,
     RunLock,
@@ -19,9 +21,8 @@ from onebit.runio import (
 )
 from onebit.train import train
 
-from helpers import assert_same_run, comparable, corrupt, tiny_cfg
 
-
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["truncated", "flipped"])
 def test_corrupt_checkpoint_falls_back_to_the_previous_one(tiny_fashion, tmp_path, how):
     ref = train(tiny_cfg(tiny_fashion), tmp_path / "ref", log=lambda *_: None)

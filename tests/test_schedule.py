@@ -1,6 +1,7 @@
 import math
 
 import pytest
+
 from onebit.schedule import cycle_end_epochs, cycles, is_restart, lr_at
 
 

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from onebit.cli import build_parser
 from onebit.config import ConfigError, TrainConfig, check_value, fields, kind_of, to_argv
 from onebit.grid import Job, columns, load_grid, run_config
@@ -65,6 +66,7 @@ values = st.one_of(st.none(), st.booleans(), st.integers(-5, 300), st.floats(all
                    st.sampled_from(["", "x", "fp32", "wrn", "cifar10", "0.5"]))
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(name=st.sampled_from([f.name for f in fields() if f.metadata["grid"]]), value=values)
 def test_check_value_and_json_schema_agree(name, value):

@@ -14,9 +14,9 @@ import time
 from datetime import datetime
 
 import pytest
-from test_workflow import REPO, WORKFLOW, needs_fashion
 
 from slurm_cluster import SlurmCluster, available
+from test_workflow import REPO, WORKFLOW, needs_fashion
 
 ok, why = available()
 pytestmark = [pytest.mark.skipif(not ok, reason=f"no SLURM here ({why}); run .ci/install-slurm as root"),

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from onebit import create_model
 from onebit.measure.memory import measure
 from onebit.measure.steps import _cpu_peak, benchmark, largest_batch, make_optimizer, parse_bytes, step_peak, train_step

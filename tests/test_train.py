@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from onebit.cli import main
 from onebit.runio import load_checkpoint
 from onebit.train import ConfigMismatch, TrainConfig, train
@@ -131,6 +132,7 @@ def test_imagenet_folder_training(tiny_imagenet, tmp_path):
     assert "test_top5_err" in final and final["params"] > 11e6
 
 
+@pytest.mark.slow
 def test_torchrun_data_parallel_on_cpu(tiny_fashion, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from onebit.grid import GridError, jobs, load_grid
 from onebit.report.claims import load_claims
 
@@ -42,6 +43,7 @@ def smoke(workdir):
     return workdir
 
 
+@pytest.mark.slow
 @needs_fashion
 def test_smoke_grid_tidy_tables(smoke):
     metrics = pd.read_parquet(smoke / "results/smoke/metrics.parquet")
@@ -69,6 +71,7 @@ def test_smoke_grid_tidy_tables(smoke):
         assert (smoke / f"results/smoke/figures/{name}.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 @needs_fashion
 def test_smoke_grid_report_has_every_table(smoke):
     html = (smoke / "reports/smoke/report.html").read_text()
@@ -84,6 +87,7 @@ def test_smoke_grid_report_has_every_table(smoke):
     assert "<td>None</td>" not in html and "<td>nan</td>" not in html  # empty cells are empty
 
 
+@pytest.mark.slow
 @needs_fashion
 def test_snakemake_report_with_captions(smoke):
     proc = snakemake(smoke, "--config", "grid=smoke", "--report", "reports/snakemake-report.html")
@@ -91,12 +95,14 @@ def test_snakemake_report_with_captions(smoke):
     assert (smoke / "reports/snakemake-report.html").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 @needs_fashion
 def test_rerun_does_nothing(smoke):
     proc = snakemake(smoke, "--cores", "2", "--config", "grid=smoke", "-n")
     assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_paper_grid_dry_run_lists_every_row(workdir):
     proc = snakemake(workdir, "-n", "--config", "grid=paper")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -109,12 +115,35 @@ def test_paper_grid_dry_run_lists_every_row(workdir):
     assert "resnet18-224" in out
 
 
+@pytest.mark.slow
 def test_lint_and_format(workdir):
     proc = snakemake(workdir, "--lint")
     assert proc.returncode == 0 and "good condition" in proc.stdout + proc.stderr, proc.stdout[-3000:]
     fmt = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "workflow"], cwd=workdir,
                          capture_output=True, text=True)
     assert fmt.returncode == 0, fmt.stderr
+
+
+def test_python_is_linted_and_formatted():
+    """ruff's small rule set (pyflakes, pycodestyle, import order; line length 120, in
+    pyproject.toml) and its formatter, over the package, the tests, the scripts and benchmarks."""
+    paths = ["src", "tests", "workflow/scripts", "benchmarks"]
+    lint = subprocess.run([sys.executable, "-m", "ruff", "check", *paths], cwd=REPO, capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout[-3000:]
+    fmt = subprocess.run([sys.executable, "-m", "ruff", "format", "--check", *paths], cwd=REPO,
+                         capture_output=True, text=True)
+    assert fmt.returncode == 0, fmt.stdout[-3000:]
+
+
+def test_parsing_the_workflow_imports_no_torch(workdir):
+    """What every job and every cluster job pays before it starts: the parse (all but a dry
+    run, which builds each row's network to check it) imports no PyTorch."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "snakemake", "--list-rules", "--config",
+                           "grid=smoke"], cwd=workdir, capture_output=True, text=True)
+    assert proc.returncode == 0 and "train" in proc.stdout, proc.stderr[-3000:]
+    imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time")]
+    assert "snakemake" in imported and "onebit.grid" in imported
+    assert not [m for m in imported if m == "torch" or m.startswith("torch.")]
 
 
 def tree_digest(root: Path) -> dict:
@@ -125,6 +154,7 @@ def tree_digest(root: Path) -> dict:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 @needs_fashion
 def test_add_a_method_as_documented_leaves_other_grids_alone(smoke):
     """The documented example config (another grid, a plugin) runs into its own namespace:
@@ -146,7 +176,8 @@ def test_documented_worked_example_is_the_registered_code():
     doc = (REPO / "docs/adding-a-method.md").read_text()
     blocks = [b.split("```")[0] for b in doc.split("```python\n")[1:]]
     quantizer, registration, plugin = blocks[:3]
-    assert "gaussian_binary" in quantizer and quantizer.strip() in (REPO / "src/onebit/methods/quantizers.py").read_text()
+    quantizers = (REPO / "src/onebit/methods/quantizers.py").read_text()
+    assert "gaussian_binary" in quantizer and quantizer.strip() in quantizers
     assert "cl-gauss" in registration
     assert registration.strip() in (REPO / "src/onebit/methods/ablations.py").read_text()
     assert plugin.strip() in (REPO / "docs/examples/w1_cl_det.py").read_text()
@@ -186,6 +217,7 @@ def test_quick_grid_runs_every_registered_method():
     assert grid["width"].nunique() >= 2 and all(len(s) >= 2 for s in grid["seeds"])
 
 
+@pytest.mark.slow
 def test_local_gpu_rows_need_a_gpu_limit(workdir):
     """Without --resources gpu=N, a local run of GPU rows would start as many GPU jobs
     as it has cores: refused before any job, saying what to add."""
@@ -199,6 +231,7 @@ DDP = ("row\ttable\tdataset\tarch\tdepth\twidth\tmethod\tepochs\tseeds\tbatch_si
        "ddp\tbaseline\tfashion_mnist\twrn\t8\t0.5\tfp32\t1\t0\t32\t0\t256\t128\t2\n")
 
 
+@pytest.mark.slow
 @needs_fashion
 def test_row_of_two_gpus_runs_torchrun_through_the_rule(workdir, tmp_path):
     """gpus = 2 launches two processes through torchrun (here on the CPU, gloo), each
@@ -218,6 +251,7 @@ def test_row_of_two_gpus_runs_torchrun_through_the_rule(workdir, tmp_path):
     assert [m["step"] for m in lines] == [8, 8]  # 256 / 32: the same steps as one process
 
 
+@pytest.mark.slow
 @needs_fashion
 def test_report_notebook_runs_from_the_repository_as_it_is(smoke, tmp_path):
     """Opened where it lies (workflow/notebooks/), the notebook finds the repository and
@@ -240,6 +274,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--window-size=1400,4000"]
 
 
+@pytest.mark.slow
 @needs_fashion
 @pytest.mark.skipif(not chromium(), reason="no Chromium here (.ci/run installs Debian's chromium)")
 def test_report_renders_with_no_empty_section_and_fits_the_window(smoke, tmp_path):
@@ -283,6 +318,7 @@ TINY = ("row\ttable\tdataset\tarch\tdepth\twidth\tmethod\tepochs\tseeds\tbatch_s
         "tiny\tbaseline\tfashion_mnist\twrn\t8\t0.25\tfp32\t1\t0\t64\t0\t128\t64\tm\n")
 
 
+@pytest.mark.slow
 @needs_fashion
 def test_hostile_values_never_reach_a_shell(workdir, tmp_path):
     """Values that reach shell lines (the data folder, a plugin file's name) are quoted: a
@@ -306,7 +342,8 @@ def test_hostile_values_never_reach_a_shell(workdir, tmp_path):
     data = json.loads((workdir / "results/hostile/data/fashion_mnist.json").read_text())
     assert data["data_root"].endswith(f"data/{HOSTILE}")  # reached onebit literally, whole
     refused = {
-        "row id": {"grids": {"hostile": str(_write(tmp_path / "g.tsv", TINY.replace("tiny\t", "a$(touch INJECTED)\t")))}},
+        "row id": {"grids": {"hostile": str(_write(tmp_path / "g.tsv",
+                                                   TINY.replace("tiny\t", "a$(touch INJECTED)\t")))}},
         "grid name": {"grid": "a;touch INJECTED", "grids": {"a;touch INJECTED": str(grid)}},
         "device": {"device": "cpu$(touch INJECTED)"},
         "memory network": {"memory": {"hostile": {"m": {"arch": "wrn;touch INJECTED", "image_size": 8,
@@ -343,6 +380,7 @@ def test_workflow_runs_as_a_snakemake_module(workdir, tmp_path):
     assert (tmp_path / "reports/smoke/report.html").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists(),
                     reason="needs Fashion-MNIST (envs/setup.sh installs Debian's dataset-fashion-mnist)")
 def test_killed_and_concurrent_pipeline(tmp_path):

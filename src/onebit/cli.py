@@ -11,8 +11,7 @@ import errno
 import os
 import sys
 
-from .commands import (UserError, cmd_bench, cmd_data, cmd_export, cmd_fidelity, cmd_memory,  # noqa: F401
-                       cmd_methods, cmd_train)
+from .commands import UserError, cmd_bench, cmd_data, cmd_export, cmd_fidelity, cmd_memory, cmd_methods, cmd_train  # noqa: F401
 from .errors import OnebitError
 
 

@@ -84,8 +84,9 @@ def cmd_memory(args) -> int:
     _check_output(args.output)
     check_device(args.device)
     from . import create_model, list_methods
-    from .measure.memory import format_bytes, measure, require_memory
+    from .measure.memory import measure, require_memory
     from .measure.steps import benchmark
+    from .units import format_bytes
 
     _fmt_b = format_bytes
 
@@ -201,7 +202,6 @@ def cmd_export(args) -> int:
 
     from . import create_model
     from .export import export_packed
-
     from .runio import CorruptCheckpoint, load_checkpoint, previous_checkpoint
 
     out = args.output or os.path.splitext(args.checkpoint)[0] + ".onebit"
@@ -255,8 +255,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .measure.bench import format_report, run
     from .config import check_device
+    from .measure.bench import format_report, run
 
     _check_output(args.output, args.grid, inside=args.data_root if "train" in args.parts else None)
     check_device(args.device)

@@ -291,12 +291,6 @@ def parse_text(text: str, kind: type, optional: bool = False):
     return text
 
 
-def to_text(value) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    return "" if value is None else str(value)
-
-
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 

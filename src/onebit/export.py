@@ -16,9 +16,8 @@ import torch
 from torch import nn
 
 from .errors import UserError
-
-from .ops.bits import pack_bits, unpack_bits
 from .models.layers import QConv2d, QLinear
+from .ops.bits import pack_bits, unpack_bits
 
 FORMAT = "onebit-packed-v1"
 

@@ -17,9 +17,9 @@ from typing import Optional
 
 import pandas as pd
 
-from .errors import GridError
 from .config import ConfigError, TrainConfig, check_value, describe, kind_of, option, parse_text, to_argv
 from .config import fields as run_fields
+from .errors import GridError
 
 #: row ids name directories and reach shell lines: a safe alphabet and length
 ROW_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._+-]{0,79}"
@@ -171,6 +171,7 @@ class Workflow:
     published: str
     memory: dict
     fidelity: Optional[dict]
+    claims: str = ""  # claims.yaml beside the published numbers
 
 
 def check_workflow(config: dict, grid_name: str, root: "str | Path", build: bool = True) -> Workflow:
@@ -209,7 +210,16 @@ def check_workflow(config: dict, grid_name: str, root: "str | Path", build: bool
     if fidelity and fidelity["seed"] not in grid.loc[fidelity["row"], "seeds"]:
         raise GridError(f"fidelity: seed {fidelity['seed']} is not a seed of row {fidelity['row']!r} "
                         f"(its seeds: {grid.loc[fidelity['row'], 'seeds']})")
-    checked = Workflow(grid, str(grid_path), str(workflow_path(config["published"], root)), memory, fidelity)
+    from .report.claims import claims_path, load_claims
+    from .report.tables import load_published
+
+    published = workflow_path(config["published"], root)
+    try:
+        load_claims(published, load_published(published))
+    except OSError as e:
+        raise GridError(f"published: cannot read {published} ({e.strerror or e}); config 'published' names "
+                        "the table of published numbers (config/published.tsv).") from None
+    checked = Workflow(grid, str(grid_path), str(published), memory, fidelity, str(claims_path(published)))
     if build:
         check_networks(checked, grid_name)
     return checked

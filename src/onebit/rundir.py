@@ -21,8 +21,17 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .errors import ConfigMismatch, StateVersionError
-from .runio import (CorruptCheckpoint, RunLock, atomic_write_json, atomic_write_text, load_checkpoint,
-                    previous_checkpoint, remove_stale_temporaries, save_checkpoint, set_aside)
+from .runio import (
+    CorruptCheckpoint,
+    RunLock,
+    atomic_write_json,
+    atomic_write_text,
+    load_checkpoint,
+    previous_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+    set_aside,
+)
 
 #: version of the training state in checkpoint.pt; 1 had no "format" key
 STATE_FORMAT = 2

@@ -18,13 +18,13 @@ from typing import Optional
 
 import torch
 
+from . import bnstats
 from .config import ConfigError, TrainConfig
 from .data import get_dataset
 from .data.loaders import make_batches
 from .methods import get_method
 from .rundir import ConfigMismatch, RunDir, StateVersionError
 from .runio import environment, fault_point
-from . import bnstats
 from .schedule import is_cycle_end, is_restart, lr_at
 from .step import NonFiniteLoss, autocast, train_step
 

@@ -14,6 +14,8 @@ import pytest
 
 from helpers import TESTS, assert_nothing_truncated, assert_same_run, comparable, run_cli
 
+pytestmark = pytest.mark.slow  # each test trains several times in subprocesses
+
 
 def test_sigkill_at_random_points_then_rerun_equals_an_uninterrupted_run(tmp_path):
     ref = run_cli(tmp_path, tmp_path / "ref")

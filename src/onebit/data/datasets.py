@@ -3,7 +3,6 @@ batch on the device, see :mod:`onebit.data.loaders`); ImageNet is a folder tree.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,10 +16,6 @@ if TYPE_CHECKING:
 from .formats import DatasetError, check_md5, download, extract_tar, read_cifar_batches, read_idx
 
 DATASETS: Registry = Registry("dataset")
-
-
-def default_root() -> Path:
-    return Path(os.environ.get("ONEBIT_DATA", "data"))
 
 
 @dataclass(frozen=True)

@@ -372,7 +372,7 @@ def run(device: str = "auto", grid: Optional[str] = "config/grids/paper.tsv", da
 
 def format_report(out: dict) -> str:
     """The bench as text tables (the JSON holds every number)."""
-    from .memory import format_bytes
+    from ..units import format_bytes
 
     env = out["environment"]
     lines = [f"onebit bench on {env['device_name']} ({env['device']}), torch {env['torch_version']}, "

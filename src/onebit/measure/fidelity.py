@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import UserError
-from ..models.layers import QConv2d, QLinear
 from ..methods import METHODS, get_method
+from ..models.layers import QConv2d, QLinear
 
 
 def same_forward_methods() -> list[str]:

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..methods import get_method
 from ..models import layers
 from ..models.layers import Act, QConv2d, QLinear
-from ..methods import get_method
 
 
 def _key(t: Tensor):
@@ -43,16 +43,6 @@ def kind_of(t: Tensor) -> str:
     if t.is_floating_point():
         return "float activations" if t.dim() >= 2 else "statistics"
     return "other"
-
-
-def format_bytes(n) -> str:
-    """Bytes in binary units, as everywhere in the suite: ``55.9 MiB``, ``1.75 GiB``, ``230.0 KiB``."""
-    if n is None or n != n:
-        return "–"
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f} {unit}" if unit == "GiB" else f"{n / scale:.1f} {unit}"
-    return f"{n:.0f} B"
 
 
 @dataclass

@@ -32,7 +32,6 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-
 from ..step import train_step
 
 

@@ -6,7 +6,7 @@ methods are made of; each family registers its methods in a file of its own: the
 the ablations (:mod:`.ablations`). A method's ``family`` orders and groups it everywhere.
 """
 
+from . import paper, comparators, peers, ablations  # noqa: E402,F401  # isort: skip  (the registrations, in family order)
 from .base import FAMILIES, METHODS, Method, get_method, list_methods, ordered, register_method
-from . import paper, comparators, peers, ablations  # noqa: E402,F401  (the registrations, in family order)
 
 __all__ = ["FAMILIES", "METHODS", "Method", "get_method", "list_methods", "ordered", "register_method"]

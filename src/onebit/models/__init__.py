@@ -2,8 +2,16 @@
 PyTorch, are imported when one is built)."""
 
 from ..methods.base import Ref
-from .registry import (DEPTH_WIDTH, LABELS, MODELS, create_model, has_depth_width, list_models, model_label,
-                       register_model)
+from .registry import (
+                       DEPTH_WIDTH,
+                       LABELS,
+                       MODELS,
+                       create_model,
+                       has_depth_width,
+                       list_models,
+                       model_label,
+                       register_model,
+)
 
 register_model("wrn", Ref("onebit.models.wrn:wrn"), label="WRN-{depth}-{width:g}", depth_width=True)
 register_model("wrn_imagenet", Ref("onebit.models.wrn:wrn_imagenet"), label="WRN-{depth}-{width:g} (ImageNet)",

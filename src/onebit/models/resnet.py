@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .layers import Act, BNReLU, QConv2d, QLinear, compress, max_pool_act, method_scope, run_block
 from ..methods import get_method
+from .layers import Act, BNReLU, QConv2d, QLinear, compress, max_pool_act, method_scope, run_block
 
 
 class BasicBlock(nn.Module):

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ConfigError
+from ..methods import get_method
 from ..ops.functional import AvgPoolPad, CompactMaxPool
 from .layers import BNReLU, QConv2d, method_scope, run_block
-from ..methods import get_method
 
 
 class Block(nn.Module):
