@@ -96,7 +96,8 @@ def main(argv=None):
         return
     name = torch.cuda.get_device_name(device) if gpu else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; batch {bs}; median of {steps} steps per method, methods interleaved")
-    print(f"{'arch':<10} {'method':<10} {'step s':>8} {'img/s':>8} {'x fp32':>7} {'data s/batch':>13} {'data/step':>10}")
+    print(f"{'arch':<10} {'method':<10} {'step s':>8} {'img/s':>8} {'x fp32':>7} {'data s/batch':>13} "
+          f"{'data/step':>10}")
     for r in rows:
         ov = f"{r['overhead_vs_fp32']:.2f}" if r["overhead_vs_fp32"] else "-"
         print(f"{r['arch']:<10} {r['method']:<10} {r['step_seconds']:>8.3f} {r['images_per_s']:>8.1f} {ov:>7}"
