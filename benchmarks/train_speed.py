@@ -32,8 +32,9 @@ def sync(device):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--archs", default="20-4,20-10", help="WRN depth-width list")
-    p.add_argument("--methods", default=",".join(m for m in ["fp32", "w1", "cl", "cl-strict", "w1+cl"]
-                                                 if m in list_methods()))
+    p.add_argument(
+        "--methods", default=",".join(m for m in ["fp32", "w1", "cl", "cl-strict", "w1+cl"] if m in list_methods())
+    )
     p.add_argument("--batch-size", type=int, default=None, help="default: 125 on GPU, 16 on CPU")
     p.add_argument("--steps", type=int, default=None, help="timed steps per method (default 20 GPU, 4 CPU)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -86,22 +87,35 @@ def main(argv=None):
         data_med = statistics.median(data_times)
         for m in methods:
             med = statistics.median(times[m])
-            rows.append({"arch": f"WRN-{arch}", "method": m, "batch_size": bs, "device": str(device),
-                         "amp": args.amp, "step_seconds": med, "images_per_s": bs / med,
-                         "overhead_vs_fp32": med / base if base else None,
-                         "data_seconds_per_batch": data_med, "data_fraction_of_step": data_med / med})
+            rows.append(
+                {
+                    "arch": f"WRN-{arch}",
+                    "method": m,
+                    "batch_size": bs,
+                    "device": str(device),
+                    "amp": args.amp,
+                    "step_seconds": med,
+                    "images_per_s": bs / med,
+                    "overhead_vs_fp32": med / base if base else None,
+                    "data_seconds_per_batch": data_med,
+                    "data_fraction_of_step": data_med / med,
+                }
+            )
         del nets, opts
     if args.json:
         print(json.dumps(rows, indent=2))
         return
     name = torch.cuda.get_device_name(device) if gpu else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; batch {bs}; median of {steps} steps per method, methods interleaved")
-    print(f"{'arch':<10} {'method':<10} {'step s':>8} {'img/s':>8} {'x fp32':>7} {'data s/batch':>13} "
-          f"{'data/step':>10}")
+    print(
+        f"{'arch':<10} {'method':<10} {'step s':>8} {'img/s':>8} {'x fp32':>7} {'data s/batch':>13} {'data/step':>10}"
+    )
     for r in rows:
         ov = f"{r['overhead_vs_fp32']:.2f}" if r["overhead_vs_fp32"] else "-"
-        print(f"{r['arch']:<10} {r['method']:<10} {r['step_seconds']:>8.3f} {r['images_per_s']:>8.1f} {ov:>7}"
-              f" {r['data_seconds_per_batch']:>13.5f} {100 * r['data_fraction_of_step']:>9.2f}%")
+        print(
+            f"{r['arch']:<10} {r['method']:<10} {r['step_seconds']:>8.3f} {r['images_per_s']:>8.1f} {ov:>7}"
+            f" {r['data_seconds_per_batch']:>13.5f} {100 * r['data_fraction_of_step']:>9.2f}%"
+        )
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def write_fashion(folder: Path, n_train=96, n_test=40, size=28, seed=0) -> tuple
         y = np.arange(n) % 10
         x = rng.integers(0, 60, (n, size, size))
         for i, c in enumerate(y):  # a bright bar whose row encodes the class
-            x[i, 2 + 2 * c: 4 + 2 * c, 4:size - 4] = 250
+            x[i, 2 + 2 * c : 4 + 2 * c, 4 : size - 4] = 250
         for name, arr in ((f"{prefix}-images-idx3-ubyte.gz", x), (f"{prefix}-labels-idx1-ubyte.gz", y)):
             raw = idx_bytes(arr)
             gz = gzip.compress(raw, mtime=0)
@@ -56,8 +56,10 @@ def cifar_tarball(path: Path, n_per_batch=20, cifar100=False, seed=0) -> tuple:
     file_md5s = []
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         for name in names:
-            batch = {"data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
-                     key: [int(v) for v in rng.integers(0, 100 if cifar100 else 10, n_per_batch)]}
+            batch = {
+                "data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
+                key: [int(v) for v in rng.integers(0, 100 if cifar100 else 10, n_per_batch)],
+            }
             data = pickle.dumps(batch, protocol=2)
             info = tarfile.TarInfo(f"{folder}/{name}")
             info.size = len(data)
@@ -72,9 +74,12 @@ def tiny_fashion(tmp_path):
     """Registers ``tiny_fashion`` (IDX files under tmp/data/tiny-fashion); yields the data root."""
     root = tmp_path / "data"
     files = write_fashion(root / "tiny-fashion")
-    DATASETS.register("tiny_fashion", FashionMnist("tiny_fashion", 10, 1, 28, files=files,
-                                                   url="file:///nonexistent/", folder="tiny-fashion",
-                                                   system_dir=""))
+    DATASETS.register(
+        "tiny_fashion",
+        FashionMnist(
+            "tiny_fashion", 10, 1, 28, files=files, url="file:///nonexistent/", folder="tiny-fashion", system_dir=""
+        ),
+    )
     yield root
     DATASETS.unregister("tiny_fashion")
 
@@ -85,10 +90,21 @@ def tiny_cifar(tmp_path):
     served = tmp_path / "served"
     served.mkdir()
     digest, file_md5s = cifar_tarball(served / "cifar-10-python.tar.gz")
-    DATASETS.register("tiny_cifar10", Cifar(
-        "tiny_cifar10", 10, 3, 32, url=(served / "cifar-10-python.tar.gz").as_uri(), md5=digest,
-        folder="cifar-10-batches-py", train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
-        test_files=("test_batch",), file_md5s=file_md5s))
+    DATASETS.register(
+        "tiny_cifar10",
+        Cifar(
+            "tiny_cifar10",
+            10,
+            3,
+            32,
+            url=(served / "cifar-10-python.tar.gz").as_uri(),
+            md5=digest,
+            folder="cifar-10-batches-py",
+            train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
+            test_files=("test_batch",),
+            file_md5s=file_md5s,
+        ),
+    )
     yield tmp_path / "data"
     DATASETS.unregister("tiny_cifar10")
 

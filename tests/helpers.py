@@ -32,12 +32,27 @@ def plugin(root: Path) -> Path:
         "if 'tiny_fashion' not in DATASETS:\n"
         f"    files = write_fashion(__import__('pathlib').Path({str(root)!r}) / 'tiny-fashion')\n"
         "    DATASETS.register('tiny_fashion', FashionMnist('tiny_fashion', 10, 1, 28, files=files,"
-        " url='file:///x/', folder='tiny-fashion', system_dir=''))\n")
+        " url='file:///x/', folder='tiny-fashion', system_dir=''))\n"
+    )
     return path
 
 
-ARGS = ["--dataset", "tiny_fashion", "--depth", "8", "--width", "0.25", "--batch-size", "32",
-        "--epochs", "3", "--lr-max", "0.05", "--method", "cl"]
+ARGS = [
+    "--dataset",
+    "tiny_fashion",
+    "--depth",
+    "8",
+    "--width",
+    "0.25",
+    "--batch-size",
+    "32",
+    "--epochs",
+    "3",
+    "--lr-max",
+    "0.05",
+    "--method",
+    "cl",
+]
 
 
 def run_cli(root: Path, out: Path, fault: "str | None" = None, extra=()):
@@ -45,15 +60,29 @@ def run_cli(root: Path, out: Path, fault: "str | None" = None, extra=()):
     env.pop("ONEBIT_FAULT", None)
     if fault:
         env["ONEBIT_FAULT"] = fault
-    cmd = [sys.executable, "-m", "onebit.cli", "--plugins", str(plugin(root)), "train", *ARGS,
-           "--data-root", str(root), "--out", str(out), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "onebit.cli",
+        "--plugins",
+        str(plugin(root)),
+        "train",
+        *ARGS,
+        "--data-root",
+        str(root),
+        "--out",
+        str(out),
+        *extra,
+    ]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
 def comparable(run: Path) -> dict:
     final = {k: v for k, v in json.loads((run / "final.json").read_text()).items() if k not in TIMING}
-    metrics = [{k: v for k, v in json.loads(line).items() if k not in TIMING}
-               for line in (run / "metrics.jsonl").read_text().splitlines()]
+    metrics = [
+        {k: v for k, v in json.loads(line).items() if k not in TIMING}
+        for line in (run / "metrics.jsonl").read_text().splitlines()
+    ]
     model = load_checkpoint(run / "checkpoint.pt")["model"]
     return {"final": final, "metrics": metrics, "model": model}
 
@@ -80,8 +109,18 @@ def assert_nothing_truncated(run: Path) -> None:
 
 
 def tiny_cfg(root, **kw):
-    return TrainConfig(**{"dataset": "tiny_fashion", "depth": 8, "width": 0.25, "batch_size": 32,
-                          "epochs": 3, "lr_max": 0.05, "data_root": str(root), **kw})
+    return TrainConfig(
+        **{
+            "dataset": "tiny_fashion",
+            "depth": 8,
+            "width": 0.25,
+            "batch_size": 32,
+            "epochs": 3,
+            "lr_max": 0.05,
+            "data_root": str(root),
+            **kw,
+        }
+    )
 
 
 def corrupt(path: Path, how: str) -> None:
@@ -93,15 +132,36 @@ def corrupt(path: Path, how: str) -> None:
         path.write_bytes(bytes(data))
 
 
-numbers = st.one_of(st.integers(-3, 40).map(str), st.floats(allow_nan=True, allow_infinity=True).map(str),
-                    st.sampled_from(["", "1e9", "0", "-0", "2.5", "20", "26", "1,2", "0x10", " 3", "inf", "-inf",
-                                     "nan", "1e400", "-1e-9"]))
+numbers = st.one_of(
+    st.integers(-3, 40).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(str),
+    st.sampled_from(
+        ["", "1e9", "0", "-0", "2.5", "20", "26", "1,2", "0x10", " 3", "inf", "-inf", "nan", "1e400", "-1e-9"]
+    ),
+)
 
 
-words = st.one_of(st.sampled_from(["fp32", "cl", "cl-strict", "w1", "nope", "wrn", "resnet18", "mlp",
-                                   "fashion_mnist", "cifar10", "imagenet", "nodata", "a/b", ""]),
-                  st.text(string.printable.replace("\t", "").replace("\n", "").replace("\r", ""),
-                          max_size=8))
+words = st.one_of(
+    st.sampled_from(
+        [
+            "fp32",
+            "cl",
+            "cl-strict",
+            "w1",
+            "nope",
+            "wrn",
+            "resnet18",
+            "mlp",
+            "fashion_mnist",
+            "cifar10",
+            "imagenet",
+            "nodata",
+            "a/b",
+            "",
+        ]
+    ),
+    st.text(string.printable.replace("\t", "").replace("\n", "").replace("\r", ""), max_size=8),
+)
 
 
 cell = st.one_of(numbers, words)

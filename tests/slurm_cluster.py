@@ -54,13 +54,40 @@ __all__ = ["SlurmCluster", "SlurmClusterError", "available", "REQUIRED_BINARIES"
 
 SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 # mariadbd or mysqld: either server binary will do
-REQUIRED_BINARIES = ("slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd|mysqld",
-                     "mariadb-install-db|mysql_install_db", "mariadb|mysql",
-                     "sacct", "sacctmgr", "sbatch", "squeue", "sinfo", "scancel")
+REQUIRED_BINARIES = (
+    "slurmctld",
+    "slurmd",
+    "slurmdbd",
+    "munged",
+    "mariadbd|mysqld",
+    "mariadb-install-db|mysql_install_db",
+    "mariadb|mysql",
+    "sacct",
+    "sacctmgr",
+    "sbatch",
+    "squeue",
+    "sinfo",
+    "scancel",
+)
 
 
-CLIENT_COMMANDS = ("srun", "sbatch", "salloc", "squeue", "scancel", "sacct", "sacctmgr", "sinfo",
-                   "scontrol", "sshare", "sstat", "sprio", "sreport", "sattach", "sbcast")
+CLIENT_COMMANDS = (
+    "srun",
+    "sbatch",
+    "salloc",
+    "squeue",
+    "scancel",
+    "sacct",
+    "sacctmgr",
+    "sinfo",
+    "scontrol",
+    "sshare",
+    "sstat",
+    "sprio",
+    "sreport",
+    "sattach",
+    "sbcast",
+)
 
 
 class SlurmClusterError(RuntimeError):
@@ -70,11 +97,15 @@ class SlurmClusterError(RuntimeError):
 def _which(name: str) -> str | None:
     """The first of the '|'-separated names found on PATH (skipping other test clusters'
     client wrappers) or in the sbin directories."""
-    path = os.pathsep.join(p for p in os.environ.get("PATH", os.defpath).split(os.pathsep)
-                           if not p.rstrip("/").endswith("slurm-cluster/bin"))
+    path = os.pathsep.join(
+        p
+        for p in os.environ.get("PATH", os.defpath).split(os.pathsep)
+        if not p.rstrip("/").endswith("slurm-cluster/bin")
+    )
     for alt in name.split("|"):
         found = shutil.which(alt, path=path) or next(
-            (str(Path(d, alt)) for d in SBIN_DIRS if os.access(Path(d, alt), os.X_OK)), None)
+            (str(Path(d, alt)) for d in SBIN_DIRS if os.access(Path(d, alt), os.X_OK)), None
+        )
         if found:
             return found
     return None
@@ -84,8 +115,7 @@ def available() -> tuple[bool, str]:
     """(True, "") when every binary the cluster needs is installed, else (False, why)."""
     missing = [name for name in REQUIRED_BINARIES if _which(name) is None]
     if missing:
-        return False, ("not installed: " + ", ".join(missing)
-                       + " (run .ci/install-slurm as root)")
+        return False, ("not installed: " + ", ".join(missing) + " (run .ci/install-slurm as root)")
     return True, ""
 
 
@@ -139,8 +169,7 @@ def _cluster_pids(cluster_name: str, spare: set[int]) -> list[int]:
     """Live processes of a test cluster: its daemons and slurmstepd (their environment has
     SLURM_TEST_CLUSTER=<name>) and job processes (SLURM_CLUSTER_NAME=<name>; the names
     are random, so no other cluster's jobs match)."""
-    marks = (f"SLURM_TEST_CLUSTER={cluster_name}".encode(),
-             f"SLURM_CLUSTER_NAME={cluster_name}".encode())
+    marks = (f"SLURM_TEST_CLUSTER={cluster_name}".encode(), f"SLURM_CLUSTER_NAME={cluster_name}".encode())
     found = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit() or int(pid) in spare:
@@ -203,10 +232,21 @@ class SlurmCluster:
     stop_seconds. Runs as root in CI (SlurmUser/SlurmdUser = the current user).
     """
 
-    def __init__(self, workdir, cpus: int = 2, memory_mb: int = 2000, partition: str = "gpu",
-                 account: str = "testacct", gpus: int = 0, timeout: float = 30.0,
-                 cluster_name: str | None = None, enforce_associations: bool = True,
-                 kill_wait: int = 2, debug: str = "info", extra_slurm_conf: str = ""):
+    def __init__(
+        self,
+        workdir,
+        cpus: int = 2,
+        memory_mb: int = 2000,
+        partition: str = "gpu",
+        account: str = "testacct",
+        gpus: int = 0,
+        timeout: float = 30.0,
+        cluster_name: str | None = None,
+        enforce_associations: bool = True,
+        kill_wait: int = 2,
+        debug: str = "info",
+        extra_slurm_conf: str = "",
+    ):
         self.dir = Path(workdir).absolute() / "slurm-cluster"
         self.cpus, self.memory_mb, self.gpus = int(cpus), int(memory_mb), int(gpus)
         self.partition, self.account = partition, account
@@ -223,8 +263,10 @@ class SlurmCluster:
         self.db_socket = self.dir / "run" / "mysqld.sock"
         self.logs = self.dir / "log"
         self.bin_dir = self.dir / "bin"
-        self.env = {"SLURM_CONF": str(self.conf_path),
-                    "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', os.defpath)}"}
+        self.env = {
+            "SLURM_CONF": str(self.conf_path),
+            "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', os.defpath)}",
+        }
         self._procs: dict[str, subprocess.Popen] = {}
         self._logfiles: dict[str, list[Path]] = {}
         self.start_seconds = self.stop_seconds = None
@@ -236,21 +278,26 @@ class SlurmCluster:
         env.update(self.env)
         return env
 
-    def run(self, *args, check: bool = True, timeout: float = 60,
-            **kw) -> subprocess.CompletedProcess:
+    def run(self, *args, check: bool = True, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
         """Run a client command (sbatch, sacct...) against this cluster; returns its output."""
         kw.setdefault("env", self.environ())
-        r = subprocess.run([str(a) for a in args], capture_output=True, text=True,
-                           timeout=timeout, **kw)
+        r = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, **kw)
         if check and r.returncode != 0:
-            raise SlurmClusterError(f"{' '.join(map(str, args))} failed ({r.returncode}):\n"
-                                    f"{r.stdout}{r.stderr}")
+            raise SlurmClusterError(f"{' '.join(map(str, args))} failed ({r.returncode}):\n{r.stdout}{r.stderr}")
         return r
 
     def sacct(self, fields: str = "JobID,JobName,State,Start,End", *extra) -> list[dict]:
         """sacct -X rows of every job of this cluster, as dicts keyed by field name."""
-        out = self.run("sacct", "-X", "--allusers", "--parsable2", "--noheader",
-                       f"--format={fields}", "--starttime=now-1days", *extra).stdout
+        out = self.run(
+            "sacct",
+            "-X",
+            "--allusers",
+            "--parsable2",
+            "--noheader",
+            f"--format={fields}",
+            "--starttime=now-1days",
+            *extra,
+        ).stdout
         names = fields.split(",")
         return [dict(zip(names, line.split("|"))) for line in out.splitlines() if line]
 
@@ -266,13 +313,16 @@ class SlurmCluster:
                     return
                 rows = self.sacct("JobID,State,End")
                 if want <= {r["JobID"] for r in rows} and all(
-                        r["State"] not in ("PENDING", "RUNNING", "REQUEUED", "")
-                        and r["End"] not in ("", "Unknown") for r in rows):
+                    r["State"] not in ("PENDING", "RUNNING", "REQUEUED", "") and r["End"] not in ("", "Unknown")
+                    for r in rows
+                ):
                     return
             time.sleep(0.25)
-        raise SlurmClusterError(f"jobs still running after {timeout} s:\n"
-                                + self.run("squeue", check=False).stdout
-                                + self.run("sacct", "-X", "--allusers", check=False).stdout)
+        raise SlurmClusterError(
+            f"jobs still running after {timeout} s:\n"
+            + self.run("squeue", check=False).stdout
+            + self.run("sacct", "-X", "--allusers", check=False).stdout
+        )
 
     # -- context manager --------------------------------------------------------------
     def __enter__(self) -> "SlurmCluster":
@@ -295,23 +345,31 @@ class SlurmCluster:
         self._start_watchdog()
         self._write_config()
         self._start_mariadb()
-        self._start("munged", [_which("munged"), "-F", "--force",
-                               f"--socket={self.munge_socket}",
-                               f"--key-file={self.dir / 'etc' / 'munge.key'}",
-                               f"--pid-file={self.dir / 'run' / 'munged.pid'}",
-                               f"--log-file={self.logs / 'munged.log'}",
-                               f"--seed-file={self.dir / 'munge' / 'munged.seed'}",
-                               "--num-threads=2"], self.logs / "munged.log")
+        self._start(
+            "munged",
+            [
+                _which("munged"),
+                "-F",
+                "--force",
+                f"--socket={self.munge_socket}",
+                f"--key-file={self.dir / 'etc' / 'munge.key'}",
+                f"--pid-file={self.dir / 'run' / 'munged.pid'}",
+                f"--log-file={self.logs / 'munged.log'}",
+                f"--seed-file={self.dir / 'munge' / 'munged.seed'}",
+                "--num-threads=2",
+            ],
+            self.logs / "munged.log",
+        )
         self._wait_mariadb()
         self._create_database()
         self._wait_unix_socket("munged", self.munge_socket)
         self._start("slurmdbd", [_which("slurmdbd"), "-D"], self.logs / "slurmdbd.log")
         self._wait_tcp("slurmdbd", self.ports["dbd"])
         self._register_accounts()
-        self._start("slurmctld", [_which("slurmctld"), "-D", "-i", "-f", self.conf_path],
-                    self.logs / "slurmctld.log")
-        self._start("slurmd", [_which("slurmd"), "-D", "-f", self.conf_path, "-N", self.node_name],
-                    self.logs / "slurmd.log")
+        self._start("slurmctld", [_which("slurmctld"), "-D", "-i", "-f", self.conf_path], self.logs / "slurmctld.log")
+        self._start(
+            "slurmd", [_which("slurmd"), "-D", "-f", self.conf_path, "-N", self.node_name], self.logs / "slurmd.log"
+        )
         self._wait_node_idle()
         self.start_seconds = time.monotonic() - t0
 
@@ -320,9 +378,10 @@ class SlurmCluster:
         stopping it (the daemons also get PR_SET_PDEATHSIG, but slurmstepd and jobs,
         forked by slurmd, would survive)."""
         self._watchdog = subprocess.Popen(
-            [sys.executable, "-S", str(Path(__file__).absolute()), "--watchdog",
-             str(os.getpid()), self.cluster_name],
-            stdin=subprocess.DEVNULL, start_new_session=True)
+            [sys.executable, "-S", str(Path(__file__).absolute()), "--watchdog", str(os.getpid()), self.cluster_name],
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def _write_config(self) -> None:
         d = self.dir
@@ -346,8 +405,8 @@ class SlurmCluster:
                 f.symlink_to("/dev/null")
             gres_node = f" Gres=gpu:{self.gpus}"
             (d / "etc" / "gres.conf").write_text(
-                "AutoDetect=off\n" + "".join(
-                    f"NodeName={self.node_name} Name=gpu File={f}\n" for f in files))
+                "AutoDetect=off\n" + "".join(f"NodeName={self.node_name} Name=gpu File={f}\n" for f in files)
+            )
         enforce = "associations,limits" if self.enforce_associations else "none"
         user = self.user
         (d / "etc" / "plugstack.conf").write_text("")  # not /etc/slurm/plugstack.conf
@@ -355,18 +414,18 @@ class SlurmCluster:
 # test cluster written by tests/slurm_cluster.py
 ClusterName={self.cluster_name}
 SlurmctldHost={self.node_name}(127.0.0.1)
-SlurmctldPort={self.ports['ctld']}
-SlurmdPort={self.ports['slurmd']}
+SlurmctldPort={self.ports["ctld"]}
+SlurmdPort={self.ports["slurmd"]}
 SlurmUser={user}
 SlurmdUser={user}
 {auth}CredType=cred/munge
-PlugStackConfig={d / 'etc' / 'plugstack.conf'}
-StateSaveLocation={d / 'state'}
-SlurmdSpoolDir={d / 'spool'}
-SlurmctldPidFile={d / 'run' / 'slurmctld.pid'}
-SlurmdPidFile={d / 'run' / 'slurmd-%n.pid'}
-SlurmctldLogFile={self.logs / 'slurmctld.log'}
-SlurmdLogFile={self.logs / 'slurmd.log'}
+PlugStackConfig={d / "etc" / "plugstack.conf"}
+StateSaveLocation={d / "state"}
+SlurmdSpoolDir={d / "spool"}
+SlurmctldPidFile={d / "run" / "slurmctld.pid"}
+SlurmdPidFile={d / "run" / "slurmd-%n.pid"}
+SlurmctldLogFile={self.logs / "slurmctld.log"}
+SlurmdLogFile={self.logs / "slurmd.log"}
 SlurmctldDebug={self.debug}
 SlurmdDebug={self.debug}
 ProctrackType=proctrack/linuxproc
@@ -380,7 +439,7 @@ JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=task=5
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
-AccountingStoragePort={self.ports['dbd']}
+AccountingStoragePort={self.ports["dbd"]}
 # connections to slurmdbd take their munge socket from here, not from AuthInfo
 AccountingStoragePass={self.munge_socket}
 AccountingStorageEnforce={enforce}
@@ -393,7 +452,7 @@ KillWait={self.kill_wait}
 MinJobAge=60
 InactiveLimit=0
 SlurmdTimeout=60
-{'GresTypes=gpu' if self.gpus else ''}
+{"GresTypes=gpu" if self.gpus else ""}
 NodeName={self.node_name} NodeHostname={self.node_name} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.memory_mb}{gres_node} State=UNKNOWN
 PartitionName={self.partition} Nodes={self.node_name} Default=YES MaxTime=INFINITE State=UP
 {self.extra_slurm_conf}
@@ -403,14 +462,14 @@ PartitionName={self.partition} Nodes={self.node_name} Default=YES MaxTime=INFINI
         dbd.write_text(f"""\
 {auth}DbdHost=localhost
 DbdAddr=127.0.0.1
-DbdPort={self.ports['dbd']}
+DbdPort={self.ports["dbd"]}
 SlurmUser={user}
-PidFile={d / 'run' / 'slurmdbd.pid'}
-LogFile={self.logs / 'slurmdbd.log'}
+PidFile={d / "run" / "slurmdbd.pid"}
+LogFile={self.logs / "slurmdbd.log"}
 DebugLevel={self.debug}
 StorageType=accounting_storage/mysql
 StorageHost=127.0.0.1
-StoragePort={self.ports['mysql']}
+StoragePort={self.ports["mysql"]}
 StorageUser=slurm
 StoragePass={self.db_password}
 StorageLoc=slurm_acct_db
@@ -424,14 +483,14 @@ socket={self.db_socket}
 user=root
 [mariadbd]
 user=root
-datadir={d / 'db'}
+datadir={d / "db"}
 socket={self.db_socket}
-port={self.ports['mysql']}
+port={self.ports["mysql"]}
 bind-address=127.0.0.1
 skip-name-resolve
-pid-file={d / 'run' / 'mariadbd.pid'}
-log-error={self.logs / 'mariadbd.log'}
-tmpdir={d / 'run'}
+pid-file={d / "run" / "mariadbd.pid"}
+log-error={self.logs / "mariadbd.log"}
+tmpdir={d / "run"}
 skip-log-bin
 innodb_buffer_pool_size=64M
 innodb_log_file_size=16M
@@ -454,47 +513,68 @@ innodb_file_per_table=OFF
             if real is None:
                 continue
             w = self.bin_dir / name
-            w.write_text(f"#!/bin/sh\nSLURM_CONF='{self.conf_path}'\nexport SLURM_CONF\n"
-                         f"exec '{real}' \"$@\"\n")
+            w.write_text(f"#!/bin/sh\nSLURM_CONF='{self.conf_path}'\nexport SLURM_CONF\nexec '{real}' \"$@\"\n")
             w.chmod(0o755)
 
     def _start_mariadb(self) -> None:
         self._init_datadir()
-        self._start("mariadbd", [_which("mariadbd|mysqld"), f"--defaults-file={self.my_cnf}"],
-                    self.logs / "mariadbd.log")
+        self._start(
+            "mariadbd", [_which("mariadbd|mysqld"), f"--defaults-file={self.my_cnf}"], self.logs / "mariadbd.log"
+        )
 
     def _init_datadir(self) -> None:
         """Create MariaDB's system tables. Feeding mariadbd --bootstrap only the system
         tables' SQL takes ~1.5 s; mariadb-install-db (the fallback) also loads the help
         tables and sys schema and takes ~4 s."""
         log = self.logs / "mariadb-bootstrap.log"
-        share = next((Path(p) for p in ("/usr/share/mysql", "/usr/share/mariadb")
-                      if Path(p, "mysql_system_tables.sql").is_file()), None)
-        parts = ["mysql_system_tables.sql", "mysql_performance_tables.sql",
-                 "mysql_system_tables_data.sql"]
+        share = next(
+            (
+                Path(p)
+                for p in ("/usr/share/mysql", "/usr/share/mariadb")
+                if Path(p, "mysql_system_tables.sql").is_file()
+            ),
+            None,
+        )
+        parts = ["mysql_system_tables.sql", "mysql_performance_tables.sql", "mysql_system_tables_data.sql"]
         if share is not None and all((share / f).is_file() for f in parts):
-            sql = ("create database if not exists mysql;\nuse mysql;\n"
-                   "SET @auth_root_socket=NULL;\n"
-                   + "".join((share / f).read_text() + "\n" for f in parts))
+            sql = "create database if not exists mysql;\nuse mysql;\nSET @auth_root_socket=NULL;\n" + "".join(
+                (share / f).read_text() + "\n" for f in parts
+            )
             with open(log, "wb") as out:
-                r = subprocess.run([_which("mariadbd|mysqld"), f"--defaults-file={self.my_cnf}",
-                                    "--bootstrap", "--log-warnings=0", "--log-error=",
-                                    "--enforce-storage-engine=", "--max_allowed_packet=8M",
-                                    "--net_buffer_length=16K"], input=sql.encode(),
-                                   stdout=out, stderr=subprocess.STDOUT, timeout=self.timeout)
+                r = subprocess.run(
+                    [
+                        _which("mariadbd|mysqld"),
+                        f"--defaults-file={self.my_cnf}",
+                        "--bootstrap",
+                        "--log-warnings=0",
+                        "--log-error=",
+                        "--enforce-storage-engine=",
+                        "--max_allowed_packet=8M",
+                        "--net_buffer_length=16K",
+                    ],
+                    input=sql.encode(),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    timeout=self.timeout,
+                )
             if r.returncode == 0:
                 return
             shutil.rmtree(self.dir / "db")
             (self.dir / "db").mkdir(mode=0o700)
         with open(log, "ab") as out:
-            r = subprocess.run([_which("mariadb-install-db|mysql_install_db"),
-                                f"--defaults-file={self.my_cnf}",
-                                "--auth-root-authentication-method=normal",
-                                "--skip-test-db"], stdout=out, stderr=subprocess.STDOUT,
-                               timeout=self.timeout)
+            r = subprocess.run(
+                [
+                    _which("mariadb-install-db|mysql_install_db"),
+                    f"--defaults-file={self.my_cnf}",
+                    "--auth-root-authentication-method=normal",
+                    "--skip-test-db",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=self.timeout,
+            )
         if r.returncode != 0:
-            raise SlurmClusterError(f"mariadb-install-db failed ({r.returncode}); {log}:\n"
-                                    + _tail(log))
+            raise SlurmClusterError(f"mariadb-install-db failed ({r.returncode}); {log}:\n" + _tail(log))
 
     def _start(self, name: str, argv: list, logfile: Path) -> None:
         out = self.logs / f"{name}.out"
@@ -502,9 +582,15 @@ innodb_file_per_table=OFF
         env["SLURM_TEST_CLUSTER"] = self.cluster_name  # marks slurmstepd processes too
         with open(out, "wb") as fh:
             self._procs[name] = subprocess.Popen(
-                [str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=fh,
-                stderr=subprocess.STDOUT, cwd=self.dir, env=env, start_new_session=True,
-                preexec_fn=_die_with_parent)
+                [str(a) for a in argv],
+                stdin=subprocess.DEVNULL,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                cwd=self.dir,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
         self._logfiles[name] = [logfile, out]
 
     def _fail(self, name: str, what: str) -> SlurmClusterError:
@@ -537,6 +623,7 @@ innodb_file_per_table=OFF
                 return False
             finally:
                 s.close()
+
         self._wait(name, ready, f"listen on {path}")
 
     def _wait_tcp(self, name: str, port: int) -> None:
@@ -546,6 +633,7 @@ innodb_file_per_table=OFF
                 return True
             except OSError:
                 return False
+
         self._wait(name, ready, f"listen on 127.0.0.1:{port}")
 
     def _wait_mariadb(self) -> None:
@@ -555,32 +643,40 @@ innodb_file_per_table=OFF
         pw = self.db_password
         sql = (
             "CREATE DATABASE IF NOT EXISTS slurm_acct_db;"
-            + "".join(f"CREATE USER 'slurm'@'{h}' IDENTIFIED BY '{pw}';"
-                      f"GRANT ALL ON slurm_acct_db.* TO 'slurm'@'{h}';"
-                      for h in ("127.0.0.1", "localhost"))
-            + "FLUSH PRIVILEGES;")
-        r = subprocess.run([_which("mariadb|mysql"), f"--defaults-file={self.my_cnf}", "-e", sql],
-                           capture_output=True, text=True, timeout=self.timeout)
+            + "".join(
+                f"CREATE USER 'slurm'@'{h}' IDENTIFIED BY '{pw}';GRANT ALL ON slurm_acct_db.* TO 'slurm'@'{h}';"
+                for h in ("127.0.0.1", "localhost")
+            )
+            + "FLUSH PRIVILEGES;"
+        )
+        r = subprocess.run(
+            [_which("mariadb|mysql"), f"--defaults-file={self.my_cnf}", "-e", sql],
+            capture_output=True,
+            text=True,
+            timeout=self.timeout,
+        )
         if r.returncode != 0:
             raise self._fail("mariadbd", f"refused to create slurm_acct_db: {r.stderr.strip()}")
 
     def _sacctmgr(self, *commands: str) -> None:
-        r = self.run("sacctmgr", "-i", input="\n".join(commands) + "\n", check=False,
-                     timeout=self.timeout)
+        r = self.run("sacctmgr", "-i", input="\n".join(commands) + "\n", check=False, timeout=self.timeout)
         out = r.stdout + r.stderr
         if r.returncode != 0 or " error:" in out:
             e = self._fail("slurmdbd", "is up, but sacctmgr failed")
-            raise SlurmClusterError(f"test SLURM cluster: sacctmgr -i <<< "
-                                    f"{'; '.join(commands)!r} failed ({r.returncode}):\n{out}\n"
-                                    + str(e).split("\n", 1)[1])
+            raise SlurmClusterError(
+                f"test SLURM cluster: sacctmgr -i <<< "
+                f"{'; '.join(commands)!r} failed ({r.returncode}):\n{out}\n" + str(e).split("\n", 1)[1]
+            )
 
     def _register_accounts(self) -> None:
         """The cluster (creates its tables: ~1.7 s), then the account and the user."""
         c, a, u = self.cluster_name, self.account, self.user
         self._sacctmgr(f"add cluster {c}")
-        self._sacctmgr(f"add account {a} cluster={c} description=test organization=test",
-                       f"add user {u} account={a} defaultaccount={a} cluster={c}",
-                       f"modify user {u} set defaultaccount={a}")
+        self._sacctmgr(
+            f"add account {a} cluster={c} description=test organization=test",
+            f"add user {u} account={a} defaultaccount={a} cluster={c}",
+            f"modify user {u} set defaultaccount={a}",
+        )
 
     def _wait_node_idle(self) -> None:
         state = {"s": ""}
@@ -589,21 +685,21 @@ innodb_file_per_table=OFF
             for name in ("slurmctld", "slurmd"):
                 proc = self._procs[name]
                 if proc.poll() is not None:
-                    raise self._fail(name, f"exited with status {proc.returncode} "
-                                           "before the node came up")
+                    raise self._fail(name, f"exited with status {proc.returncode} before the node came up")
             try:  # sinfo blocks (retrying) while slurmctld does not answer
-                r = self.run("sinfo", "-h", "-N", "-p", self.partition, "-o", "%T",
-                             check=False, timeout=5)
+                r = self.run("sinfo", "-h", "-N", "-p", self.partition, "-o", "%T", check=False, timeout=5)
             except subprocess.TimeoutExpired:
                 state["s"] = "(sinfo timed out)"
                 return False
             state["s"] = (r.stdout + r.stderr).strip()
             return r.returncode == 0 and state["s"] == "idle"
+
         try:
             self._wait("slurmd", ready, "bring the node up (idle in sinfo)")
         except SlurmClusterError as e:
-            raise SlurmClusterError(f"{e}\nlast sinfo: {state['s']!r}\n--- slurmctld log:\n"
-                                    + _tail(self.logs / "slurmctld.log")) from None
+            raise SlurmClusterError(
+                f"{e}\nlast sinfo: {state['s']!r}\n--- slurmctld log:\n" + _tail(self.logs / "slurmctld.log")
+            ) from None
 
     # -- stop -------------------------------------------------------------------------
     def stop(self) -> None:
@@ -616,8 +712,10 @@ innodb_file_per_table=OFF
                 if r.returncode == 0 and r.stdout.strip():
                     self.run("scancel", "--full", *r.stdout.split(), check=False, timeout=5)
                     deadline = time.monotonic() + self.kill_wait + 3
-                    while time.monotonic() < deadline and self.run(
-                            "squeue", "-h", "-o", "%i", check=False, timeout=5).stdout.strip():
+                    while (
+                        time.monotonic() < deadline
+                        and self.run("squeue", "-h", "-o", "%i", check=False, timeout=5).stdout.strip()
+                    ):
                         time.sleep(0.2)
             except (subprocess.SubprocessError, OSError):
                 pass

@@ -26,8 +26,9 @@ def leftovers() -> str:
     """Live slurm/munge/mariadb processes (zombies waiting for init to reap them are dead)."""
     r = subprocess.run(["ps", "-e", "-o", "pid=,stat=,args="], capture_output=True, text=True)
     names = ("slurmctld", "slurmd", "slurmdbd", "slurmstepd", "munged", "mariadbd", "mysqld")
-    return "\n".join(line for line in r.stdout.splitlines()
-                     if any(n in line for n in names) and line.split()[1][0] != "Z")
+    return "\n".join(
+        line for line in r.stdout.splitlines() if any(n in line for n in names) and line.split()[1][0] != "Z"
+    )
 
 
 def main(workdir: Path) -> None:
@@ -38,34 +39,37 @@ def main(workdir: Path) -> None:
     t0 = time.monotonic()
     with SlurmCluster(workdir, cpus=2, memory_mb=1000, gpus=2) as c:
         print(f"started in {c.start_seconds:.1f} s: {c!r}, env={c.env}")
-        print(c.run("sinfo").stdout + c.run("sacctmgr", "-n", "show", "assoc",
-                                            "format=cluster,account,user").stdout)
+        print(c.run("sinfo").stdout + c.run("sacctmgr", "-n", "show", "assoc", "format=cluster,account,user").stdout)
         out = workdir / "out"
         out.mkdir()
         ids = []
         for name in ("sleep_a", "sleep_b"):
-            r = c.run("sbatch", "--parsable", f"--job-name={name}", "--cpus-per-task=1",
-                      "--mem=100", f"--output={out}/%x.log",
-                      "--wrap", f"date +%s.%N > {out}/{name}.start; sleep 10; "
-                                f"date +%s.%N > {out}/{name}.end")
+            r = c.run(
+                "sbatch",
+                "--parsable",
+                f"--job-name={name}",
+                "--cpus-per-task=1",
+                "--mem=100",
+                f"--output={out}/%x.log",
+                "--wrap",
+                f"date +%s.%N > {out}/{name}.start; sleep 10; date +%s.%N > {out}/{name}.end",
+            )
             ids.append(r.stdout.strip().split(";")[0])
         c.wait_for_jobs(ids, timeout=60)
         rows = [r for r in c.sacct(FIELDS) if r["JobID"] in ids]
         print(f"sacct -X --parsable2 --noheader --format={FIELDS}:")
         print("\n".join("|".join(r.values()) for r in rows))
         assert [r["State"] for r in rows] == ["COMPLETED"] * 2, rows
-        (a0, a1), (b0, b1) = [(datetime.fromisoformat(r["Start"]), datetime.fromisoformat(r["End"]))
-                              for r in rows]
+        (a0, a1), (b0, b1) = [(datetime.fromisoformat(r["Start"]), datetime.fromisoformat(r["End"])) for r in rows]
         assert a0 < b1 and b0 < a1, f"jobs did not overlap: {rows}"
-        t = {n: [float((out / f"{n}.{e}").read_text()) for e in ("start", "end")]
-             for n in ("sleep_a", "sleep_b")}
-        print("times written by the jobs:", {n: [round(x - t["sleep_a"][0], 2) for x in v]
-                                             for n, v in t.items()})
+        t = {n: [float((out / f"{n}.{e}").read_text()) for e in ("start", "end")] for n in ("sleep_a", "sleep_b")}
+        print("times written by the jobs:", {n: [round(x - t["sleep_a"][0], 2) for x in v] for n, v in t.items()})
         assert t["sleep_a"][0] < t["sleep_b"][1] and t["sleep_b"][0] < t["sleep_a"][1], t
         print("-> both COMPLETED, intervals overlap")
 
-        jid = c.run("sbatch", "--parsable", "--job-name=to_cancel", "-o", "/dev/null",
-                    "--wrap", "sleep 300").stdout.strip()
+        jid = c.run(
+            "sbatch", "--parsable", "--job-name=to_cancel", "-o", "/dev/null", "--wrap", "sleep 300"
+        ).stdout.strip()
         for _ in range(100):
             if c.run("squeue", "-h", "-j", jid, "-o", "%T").stdout.strip() == "RUNNING":
                 break
@@ -79,8 +83,16 @@ def main(workdir: Path) -> None:
         assert row["State"].startswith("CANCELLED"), row
         print("-> scancel: CANCELLED")
 
-        jid = c.run("sbatch", "--parsable", "--job-name=gpu1", "--gpus=1", "-o", f"{out}/gpu1.log",
-                    "--wrap", "echo CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES").stdout.strip()
+        jid = c.run(
+            "sbatch",
+            "--parsable",
+            "--job-name=gpu1",
+            "--gpus=1",
+            "-o",
+            f"{out}/gpu1.log",
+            "--wrap",
+            "echo CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES",
+        ).stdout.strip()
         c.wait_for_jobs([jid], timeout=30)
         row = next(r for r in c.sacct("JobID,State,AllocTRES") if r["JobID"] == jid)
         log = (out / "gpu1.log").read_text().strip()

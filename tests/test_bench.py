@@ -22,9 +22,27 @@ def test_bench_runs_every_part_at_tiny_sizes(tiny_fashion, tmp_path, capsys):
     grid = tmp_path / "smoke.tsv"
     shutil.copy(REPO / "config/grids/smoke.tsv", grid)
     out = tmp_path / "bench.json"
-    assert main(["bench", "--device", "cpu", "--method", "fp32,w1,cl,cl-strict,bnn", "--grid", str(grid),
-                 "--data-root", str(tiny_fashion), "--train-dataset", "tiny_fashion", "--output", str(out),
-                 "--write-runtime"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--device",
+                "cpu",
+                "--method",
+                "fp32,w1,cl,cl-strict,bnn",
+                "--grid",
+                str(grid),
+                "--data-root",
+                str(tiny_fashion),
+                "--train-dataset",
+                "tiny_fashion",
+                "--output",
+                str(out),
+                "--write-runtime",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     for title in ("1. Correctness", "2. Speed and memory", "3. Cost of the grid", "4. Real training"):
         assert title in text

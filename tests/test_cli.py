@@ -12,8 +12,27 @@ from onebit.cli import main
 
 
 def test_memory_json(capsys):
-    assert main(["memory", "--arch", "wrn", "--depth", "8", "--width", "1", "--image-size", "16",
-                 "--batch-size", "4", "--method", "fp32,cl-strict", "--json"]) == 0
+    assert (
+        main(
+            [
+                "memory",
+                "--arch",
+                "wrn",
+                "--depth",
+                "8",
+                "--width",
+                "1",
+                "--image-size",
+                "16",
+                "--batch-size",
+                "4",
+                "--method",
+                "fp32,cl-strict",
+                "--json",
+            ]
+        )
+        == 0
+    )
     rows = json.loads(capsys.readouterr().out)
     assert [r["method"] for r in rows] == ["fp32", "cl-strict"]
     assert rows[0]["saved_ratio_vs_fp32"] == 1
@@ -22,8 +41,7 @@ def test_memory_json(capsys):
 
 
 def test_memory_table(capsys):
-    assert main(["memory", "--arch", "resnet18", "--image-size", "64", "--batch-size", "2",
-                 "--method", "cl"]) == 0
+    assert main(["memory", "--arch", "resnet18", "--image-size", "64", "--batch-size", "2", "--method", "cl"]) == 0
     out = capsys.readouterr().out
     assert "cl" in out and "autograd keeps" in out
 
@@ -82,7 +100,8 @@ def test_entry_point_plugins_of_installed_packages(tmp_path, monkeypatch):
     (pkg / "my_onebit_methods").mkdir(parents=True)
     (pkg / "my_onebit_methods" / "__init__.py").write_text(
         "from onebit import Method, register_method\n"
-        "register_method(Method('ep-test', 'registered through an entry point'))\n")
+        "register_method(Method('ep-test', 'registered through an entry point'))\n"
+    )
     dist = pkg / "my_onebit_methods-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-onebit-methods\nVersion: 1.0\n")
@@ -105,8 +124,18 @@ def test_python_dash_m_onebit_is_the_onebit_command():
     assert proc.returncode == 2 and "usage: onebit" in proc.stderr
 
 
-@pytest.mark.parametrize("arg", ["--crop-pad=-1", "--seed=18446744073709551616", "--device=tpu", "--cutout=-7",
-                                 "--device=cuda", "--cutout-style=centre", "--lr-min=0.5"])
+@pytest.mark.parametrize(
+    "arg",
+    [
+        "--crop-pad=-1",
+        "--seed=18446744073709551616",
+        "--device=tpu",
+        "--cutout=-7",
+        "--device=cuda",
+        "--cutout-style=centre",
+        "--lr-min=0.5",
+    ],
+)
 def test_check_refuses_what_training_refuses(arg, tmp_path, capsys):
     """--check and training validate the same (the trainer's constructor): each of these
     was once accepted by --check and refused (or silently recorded) by training."""
@@ -129,10 +158,39 @@ def test_check_refuses_what_training_refuses(arg, tmp_path, capsys):
 
 BASE = {  # a small valid command per subcommand; the test changes one or two options
     "train": ["train", "--dataset", "fashion_mnist", "--depth", "8", "--width", "0.5", "--out", "o", "--check"],
-    "memory": ["memory", "--arch", "wrn", "--depth", "8", "--width", "0.5", "--image-size", "8",
-               "--batch-size", "2", "--steps", "1", "--method", "fp32", "--no-peak"],
-    "fidelity": ["fidelity", "--depth", "8", "--width", "0.25", "--image-size", "8", "--batch-size", "2",
-                 "--draws", "2", "--method", "cl"],
+    "memory": [
+        "memory",
+        "--arch",
+        "wrn",
+        "--depth",
+        "8",
+        "--width",
+        "0.5",
+        "--image-size",
+        "8",
+        "--batch-size",
+        "2",
+        "--steps",
+        "1",
+        "--method",
+        "fp32",
+        "--no-peak",
+    ],
+    "fidelity": [
+        "fidelity",
+        "--depth",
+        "8",
+        "--width",
+        "0.25",
+        "--image-size",
+        "8",
+        "--batch-size",
+        "2",
+        "--draws",
+        "2",
+        "--method",
+        "cl",
+    ],
     "data": ["data", "--dataset", "fashion_mnist"],
     "export": ["export"],
     "methods": ["methods"],
@@ -141,12 +199,49 @@ BASE = {  # a small valid command per subcommand; the test changes one or two op
 
 
 OPTIONS = {
-    "train": ["--out", "--dataset", "--method", "--depth", "--width", "--seed", "--crop-pad", "--cutout",
-              "--device", "--data-root", "--cutout-style", "--lr-min", "--workers", "--epochs"],
-    "memory": ["--output", "--arch", "--method", "--depth", "--width", "--image-size", "--batch-size", "--device",
-               "--budget", "--max-batch", "--seed", "--steps", "--in-channels", "--num-classes"],
-    "fidelity": ["--output", "--checkpoint", "--dataset", "--data-root", "--method", "--depth", "--draws",
-                 "--seed", "--batch-size"],
+    "train": [
+        "--out",
+        "--dataset",
+        "--method",
+        "--depth",
+        "--width",
+        "--seed",
+        "--crop-pad",
+        "--cutout",
+        "--device",
+        "--data-root",
+        "--cutout-style",
+        "--lr-min",
+        "--workers",
+        "--epochs",
+    ],
+    "memory": [
+        "--output",
+        "--arch",
+        "--method",
+        "--depth",
+        "--width",
+        "--image-size",
+        "--batch-size",
+        "--device",
+        "--budget",
+        "--max-batch",
+        "--seed",
+        "--steps",
+        "--in-channels",
+        "--num-classes",
+    ],
+    "fidelity": [
+        "--output",
+        "--checkpoint",
+        "--dataset",
+        "--data-root",
+        "--method",
+        "--depth",
+        "--draws",
+        "--seed",
+        "--batch-size",
+    ],
     "data": ["--output", "--dataset", "--data-root"],
     "export": ["-o", "CHECKPOINT"],
     "methods": ["--json"],
@@ -158,13 +253,44 @@ def paths(tmp: Path) -> list[str]:
     (tmp / "dir").mkdir(exist_ok=True)
     (tmp / "file.txt").write_text("not what a command expects\n")
     (tmp / "empty.pt").write_bytes(b"")
-    return [str(tmp / "dir"), str(tmp / "file.txt"), str(tmp / "empty.pt"), str(tmp / "missing" / "x.json"),
-            "/proc/version", "/proc/onebit-unwritable.json", "", "x" * 300, str(tmp / "out.json")]
+    return [
+        str(tmp / "dir"),
+        str(tmp / "file.txt"),
+        str(tmp / "empty.pt"),
+        str(tmp / "missing" / "x.json"),
+        "/proc/version",
+        "/proc/onebit-unwritable.json",
+        "",
+        "x" * 300,
+        str(tmp / "out.json"),
+    ]
 
 
-values = st.sampled_from(["-1", "0", "x", "nan", "inf", "1e400", str(10**30), "2.5", "", "cuda", "cuda:7",
-                          "meta", "fp32", "nope", "wrn", "resnet18", "0x10", "a$(touch PWNED)", "1,2",
-                          "1e9", "9" * 25])
+values = st.sampled_from(
+    [
+        "-1",
+        "0",
+        "x",
+        "nan",
+        "inf",
+        "1e400",
+        str(10**30),
+        "2.5",
+        "",
+        "cuda",
+        "cuda:7",
+        "meta",
+        "fp32",
+        "nope",
+        "wrn",
+        "resnet18",
+        "0x10",
+        "a$(touch PWNED)",
+        "1,2",
+        "1e9",
+        "9" * 25,
+    ]
+)
 
 
 @pytest.fixture
@@ -190,8 +316,7 @@ def test_every_subcommand_refuses_bad_input_with_one_paragraph(data, sandbox, ca
             argv += [f"{opt}={value}"]
     if command == "export" and len(argv) == 1 or (command == "export" and argv[1].startswith("-")):
         argv.insert(1, data.draw(st.sampled_from(pool)))
-    env = data.draw(st.sampled_from([None] * 6 + ["nonexistent_plugin_module", str(sandbox / "missing.py"),
-                                                 "broken"]))
+    env = data.draw(st.sampled_from([None] * 6 + ["nonexistent_plugin_module", str(sandbox / "missing.py"), "broken"]))
     if env == "broken":
         dataset_plugin = sandbox / "broken_plugin.py"
         dataset_plugin.write_text("raise RuntimeError('a dataset_plugin with a bug')\n")
@@ -207,6 +332,7 @@ def test_every_subcommand_refuses_bad_input_with_one_paragraph(data, sandbox, ca
         code = e.code
     err = capsys.readouterr().err
     from hypothesis import event
+
     event(f"{command} exit {code}")
     assert "Traceback" not in err, (argv, err)
     assert code in (0, 2, 3, 4), (argv, code, err)
@@ -216,9 +342,28 @@ def test_every_subcommand_refuses_bad_input_with_one_paragraph(data, sandbox, ca
     assert not (sandbox / "PWNED").exists()
 
 
-TRAIN_OPTIONS = ["--dataset", "--arch", "--method", "--depth", "--width", "--epochs", "--seed", "--batch-size",
-           "--lr-max", "--lr-min", "--momentum", "--weight-decay", "--t0", "--tmult", "--crop-pad",
-           "--cutout", "--train-subset", "--test-subset", "--eval-batch-size", "--workers"]
+TRAIN_OPTIONS = [
+    "--dataset",
+    "--arch",
+    "--method",
+    "--depth",
+    "--width",
+    "--epochs",
+    "--seed",
+    "--batch-size",
+    "--lr-max",
+    "--lr-min",
+    "--momentum",
+    "--weight-decay",
+    "--t0",
+    "--tmult",
+    "--crop-pad",
+    "--cutout",
+    "--train-subset",
+    "--test-subset",
+    "--eval-batch-size",
+    "--workers",
+]
 
 
 @pytest.mark.slow
@@ -239,11 +384,20 @@ def test_any_train_arguments_run_or_are_refused_with_a_message(opts, tmp_path, c
         assert "error:" in err
 
 
-@pytest.mark.parametrize("arg,message", [
-    ("--width=inf", "positive float"), ("--lr-max=nan", "positive float"), ("--momentum=1.5", "momentum"),
-    ("--method=nope", "known methods"), ("--depth=9", "6n + 2"), ("--batch-size=0", "positive"),
-    ("--dataset=nodata", "known"), ("--weight-decay=-1", "weight_decay"), ("--epochs=x", "epochs"),
-])
+@pytest.mark.parametrize(
+    "arg,message",
+    [
+        ("--width=inf", "positive float"),
+        ("--lr-max=nan", "positive float"),
+        ("--momentum=1.5", "momentum"),
+        ("--method=nope", "known methods"),
+        ("--depth=9", "6n + 2"),
+        ("--batch-size=0", "positive"),
+        ("--dataset=nodata", "known"),
+        ("--weight-decay=-1", "weight_decay"),
+        ("--epochs=x", "epochs"),
+    ],
+)
 def test_bad_train_arguments_are_named(arg, message, tmp_path, capsys):
     try:
         code = main(["train", "--out", str(tmp_path / "o"), "--check", arg])

@@ -40,14 +40,14 @@ def test_act2_dequantization_is_unbiased():
     mean = torch.stack([dequantize2(*quantize2(x)) for _ in range(draws)]).mean(0)
     scale = quantize2(x)[1][:, 1].max()  # rows of x are its channels
     # per-element rounding sd <= scale / 2: 5 standard errors of the mean
-    assert (mean - x).abs().max() < 5 * 0.5 * scale / draws ** 0.5
+    assert (mean - x).abs().max() < 5 * 0.5 * scale / draws**0.5
     packed, stats, meta = quantize2(x)
     assert packed.dtype == torch.uint8 and packed.numel() <= x.numel() // 4 + 2 * 256
     y = torch.randn(4, 6, 5, 5)  # channels of very different scale stay apart
     y[:, 0] *= 1000
     back = torch.stack([dequantize2(*quantize2(y)) for _ in range(50)]).mean(0)
     assert back.shape == y.shape
-    assert ((back - y)[:, 1:].abs().max() < 1.0)
+    assert (back - y)[:, 1:].abs().max() < 1.0
 
 
 def test_act2_gradient_converges_to_exact():
@@ -66,8 +66,7 @@ def test_act2_gradient_converges_to_exact():
 
 def test_saved_bytes_of_the_comparators():
     x = torch.randn(8, 3, 32, 32)
-    kept = {m: measure(create_model("wrn", m, depth=20, width=4), x).saved_bytes for m in
-            ("fp32", "ckpt", "act2")}
+    kept = {m: measure(create_model("wrn", m, depth=20, width=4), x).saved_bytes for m in ("fp32", "ckpt", "act2")}
     print({m: f"{kept['fp32'] / b:.1f}x" for m, b in kept.items()})
     assert kept["fp32"] / kept["act2"] > 8  # ActNN reports 12x at 2 bits
     assert kept["fp32"] / kept["ckpt"] > 2  # only block inputs kept
@@ -75,6 +74,7 @@ def test_saved_bytes_of_the_comparators():
 
 def test_paper_accounting_counts_act2_at_two_bits_and_ckpt_at_thirty_two():
     x = torch.randn(2, 3, 32, 32)
-    paper = {m: measure(create_model("wrn", m, depth=8, width=1), x).paper_bytes
-             for m in ("fp32", "ckpt", "act2", "cl")}
+    paper = {
+        m: measure(create_model("wrn", m, depth=8, width=1), x).paper_bytes for m in ("fp32", "ckpt", "act2", "cl")
+    }
     assert paper["fp32"] == paper["ckpt"] == 16 * paper["act2"] == 32 * paper["cl"]

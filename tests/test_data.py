@@ -59,6 +59,7 @@ class _Payload:
 
     def __reduce__(self):
         import os
+
         return (os.system, (f"touch {self.marker}",))
 
 
@@ -105,9 +106,18 @@ def test_cifar_unpickler_refuses_code_even_with_a_matching_checksum(tmp_path):
     for name in ("data_batch_1", "test_batch"):
         (folder / name).write_bytes(data)
     md5 = hashlib.md5(data).hexdigest()
-    ds = Cifar("x", 10, 3, 32, url="file:///nonexistent/cifar-10-python.tar.gz", md5="0" * 32,
-               folder="cifar-10-batches-py", train_files=("data_batch_1",), test_files=("test_batch",),
-               file_md5s=(("data_batch_1", md5), ("test_batch", md5)))
+    ds = Cifar(
+        "x",
+        10,
+        3,
+        32,
+        url="file:///nonexistent/cifar-10-python.tar.gz",
+        md5="0" * 32,
+        folder="cifar-10-batches-py",
+        train_files=("data_batch_1",),
+        test_files=("test_batch",),
+        file_md5s=(("data_batch_1", md5), ("test_batch", md5)),
+    )
     with pytest.raises(DatasetError, match="refused to load posix.system"):
         ds.load(tmp_path, train=True)
     assert not marker.exists()
@@ -115,8 +125,18 @@ def test_cifar_unpickler_refuses_code_even_with_a_matching_checksum(tmp_path):
 
 def test_cifar_offline_error_is_readable(tmp_path):
     from onebit.data.datasets import Cifar
-    ds = Cifar("x", 10, 3, 32, url="http://127.0.0.1:9/cifar-10-python.tar.gz", md5="0" * 32,
-               folder="cifar-10-batches-py", train_files=("data_batch_1",), test_files=("test_batch",))
+
+    ds = Cifar(
+        "x",
+        10,
+        3,
+        32,
+        url="http://127.0.0.1:9/cifar-10-python.tar.gz",
+        md5="0" * 32,
+        folder="cifar-10-batches-py",
+        train_files=("data_batch_1",),
+        test_files=("test_batch",),
+    )
     with pytest.raises(DatasetError, match="offline.*place it at"):
         ds.load(tmp_path, train=True)
 
@@ -136,8 +156,10 @@ def test_imagenet_missing_explains(tmp_path):
         get_dataset("imagenet").prepare(tmp_path)
 
 
-@pytest.mark.skipif(not (SYSTEM_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists(),
-                    reason="Debian package dataset-fashion-mnist not installed")
+@pytest.mark.skipif(
+    not (SYSTEM_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists(),
+    reason="Debian package dataset-fashion-mnist not installed",
+)
 def test_real_fashion_mnist_verifies(tmp_path):
     x, y = get_dataset("fashion_mnist").load(tmp_path, train=False)
     assert x.shape == (10000, 1, 28, 28) and torch.bincount(y).tolist() == [1000] * 10
@@ -153,11 +175,18 @@ def test_augment_flip_crop_cutout():
     assert out.shape == x.shape
     # every crop is a shifted window: the original interior appears at the shift
     for img in out[:8, 0]:
-        assert any(torch.equal(img[max(0, -dy):4 - max(0, dy), max(0, -dx):4 - max(0, dx)],
-                               x[0, 0, max(0, dy):4 + min(0, dy), max(0, dx):4 + min(0, dx)])
-                   for dy in range(-2, 3) for dx in range(-2, 3))
-    holes = (augment(torch.full((32, 1, 8, 8), 7, dtype=torch.uint8), g, pad=0, flip=False, cutout=4,
-                     cutout_style="devries") == 0)  # the official style: tests/test_recipe.py
+        assert any(
+            torch.equal(
+                img[max(0, -dy) : 4 - max(0, dy), max(0, -dx) : 4 - max(0, dx)],
+                x[0, 0, max(0, dy) : 4 + min(0, dy), max(0, dx) : 4 + min(0, dx)],
+            )
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+        )
+    holes = (
+        augment(torch.full((32, 1, 8, 8), 7, dtype=torch.uint8), g, pad=0, flip=False, cutout=4, cutout_style="devries")
+        == 0
+    )  # the official style: tests/test_recipe.py
     assert holes.flatten(1).sum(1).max() == 16 and holes.any()
 
 
@@ -166,13 +195,31 @@ def test_tensor_batches_cover_the_data_once_and_shard():
     y = torch.arange(10)
     seen = torch.cat([yb for _, yb in TensorBatches(x, y, 3, "cpu", train=False)])
     assert seen.tolist() == list(range(10))
-    shards = [torch.cat([yb for _, yb in TensorBatches(x, y, 3, "cpu", train=False, rank=r, world_size=3)])
-              for r in range(3)]
+    shards = [
+        torch.cat([yb for _, yb in TensorBatches(x, y, 3, "cpu", train=False, rank=r, world_size=3)]) for r in range(3)
+    ]
     assert sorted(torch.cat(shards).tolist()) == list(range(10))
     # every rank draws the same permutation (same seed) and keeps its own slice
-    tr = [torch.cat([yb for _, yb in TensorBatches(x, y, 4, "cpu", train=True,
-                                                   gen=torch.Generator().manual_seed(0), pad=0,
-                                                   flip=False, rank=r, world_size=2)]) for r in range(2)]
+    tr = [
+        torch.cat(
+            [
+                yb
+                for _, yb in TensorBatches(
+                    x,
+                    y,
+                    4,
+                    "cpu",
+                    train=True,
+                    gen=torch.Generator().manual_seed(0),
+                    pad=0,
+                    flip=False,
+                    rank=r,
+                    world_size=2,
+                )
+            ]
+        )
+        for r in range(2)
+    ]
     assert len(tr[0]) == len(tr[1]) == 5 and not set(tr[0].tolist()) & set(tr[1].tolist())
 
 
@@ -182,16 +229,14 @@ def test_cli_data_writes_its_json_atomically_and_nothing_on_a_bad_file(tiny_fash
     from onebit.cli import main
 
     out = tmp_path / "out" / "tiny_fashion.json"
-    assert main(["data", "--dataset", "tiny_fashion", "--data-root", str(tiny_fashion),
-                 "--output", str(out)]) == 0
+    assert main(["data", "--dataset", "tiny_fashion", "--data-root", str(tiny_fashion), "--output", str(out)]) == 0
     info = json.loads(out.read_text())
     assert info["verified"] and info["num_classes"] == 10 and info["in_channels"] == 1
     assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temporary left behind
     out.unlink()
     path = tiny_fashion / "tiny-fashion" / "train-labels-idx1-ubyte.gz"
     path.write_bytes(path.read_bytes()[:-3])
-    assert main(["data", "--dataset", "tiny_fashion", "--data-root", str(tiny_fashion),
-                 "--output", str(out)]) != 0
+    assert main(["data", "--dataset", "tiny_fashion", "--data-root", str(tiny_fashion), "--output", str(out)]) != 0
     err = capsys.readouterr().err
     assert str(path) in err and "checksum" in err
     assert not out.exists()
@@ -212,9 +257,27 @@ def test_a_corrupt_jpeg_is_named_even_from_a_loader_worker(tiny_imagenet, tmp_pa
 
     bad = sorted((tiny_imagenet / "imagenet" / "train").rglob("*.JPEG"))[3]
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    code = main(["train", "--dataset", "tiny_imagenet", "--data-root", str(tiny_imagenet), "--depth", "8",
-                 "--width", "0.25", "--batch-size", "4", "--epochs", "1", "--workers", "2",
-                 "--out", str(tmp_path / "run")])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "tiny_imagenet",
+            "--data-root",
+            str(tiny_imagenet),
+            "--depth",
+            "8",
+            "--width",
+            "0.25",
+            "--batch-size",
+            "4",
+            "--epochs",
+            "1",
+            "--workers",
+            "2",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 3 and str(bad) in err and "cannot be read as an image" in err and "Traceback" not in err
 
@@ -225,8 +288,26 @@ def test_training_refuses_an_image_tree_with_the_wrong_classes(tiny_imagenet, tm
     from onebit.cli import main
 
     shutil.rmtree(sorted((tiny_imagenet / "imagenet" / "train").iterdir())[0])
-    code = main(["train", "--dataset", "tiny_imagenet", "--data-root", str(tiny_imagenet), "--depth", "8",
-                 "--width", "0.25", "--batch-size", "4", "--epochs", "1", "--workers", "0",
-                 "--out", str(tmp_path / "run")])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "tiny_imagenet",
+            "--data-root",
+            str(tiny_imagenet),
+            "--depth",
+            "8",
+            "--width",
+            "0.25",
+            "--batch-size",
+            "4",
+            "--epochs",
+            "1",
+            "--workers",
+            "0",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 3 and "holds 2 class folders, 3 expected" in err

@@ -11,8 +11,15 @@ from onebit.errors import ConfigError
 from onebit.ops import dispatch
 from onebit.ops.bits import pack_bits
 
-OPS = ["avg_pool_pad", "avg_pool_pad_backward", "binarize_and_pack", "dequantize2", "pack_bits", "quantize2",
-       "unpack_bits"]
+OPS = [
+    "avg_pool_pad",
+    "avg_pool_pad_backward",
+    "binarize_and_pack",
+    "dequantize2",
+    "pack_bits",
+    "quantize2",
+    "unpack_bits",
+]
 
 
 def test_every_element_wise_op_is_dispatched_with_no_kernel_by_default():
@@ -55,6 +62,11 @@ def test_a_kernel_for_an_unknown_op_is_refused_with_the_ops_named():
 def test_onebit_kernels_reference_turns_every_kernel_off():
     probe = "from onebit.ops import dispatch; print(dispatch._enabled[0])"
     for value, enabled in (("reference", "False"), ("", "True")):
-        out = subprocess.run([sys.executable, "-c", probe], env={"ONEBIT_KERNELS": value, "PATH": ""},
-                             capture_output=True, text=True, check=True).stdout.strip()
+        out = subprocess.run(
+            [sys.executable, "-c", probe],
+            env={"ONEBIT_KERNELS": value, "PATH": ""},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         assert out == enabled

@@ -26,8 +26,14 @@ def trained(method="w1", **kw):
     return model.eval(), x
 
 
-@pytest.mark.parametrize("kw", [dict(depth=8, width=1), dict(depth=8, width=1, fp32_first_last=True),
-                                dict(depth=8, width=0.5, in_channels=1, bn_affine=True)])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(depth=8, width=1),
+        dict(depth=8, width=1, fp32_first_last=True),
+        dict(depth=8, width=0.5, in_channels=1, bn_affine=True),
+    ],
+)
 def test_round_trip_gives_identical_eval_outputs(tmp_path, kw):
     model, x = trained(**kw)
     export_packed(model, tmp_path / "m.onebit")
@@ -101,8 +107,11 @@ def test_export_never_overwrites_its_input(tiny_fashion, tmp_path, capsys):
     train(tiny_cfg(tiny_fashion, method="w1", epochs=2), tmp_path / "r", log=lambda *_: None)
     ck = tmp_path / "r" / "checkpoint.pt"
     before = ck.read_bytes()
-    for out, says in ((ck, "also an input"), (tmp_path / "r" / "checkpoint.pt.prev", "also an input"),
-                      (tmp_path / "r", "is a folder")):
+    for out, says in (
+        (ck, "also an input"),
+        (tmp_path / "r" / "checkpoint.pt.prev", "also an input"),
+        (tmp_path / "r", "is a folder"),
+    ):
         assert main(["export", str(ck), "-o", str(out)]) == 2
         assert says in capsys.readouterr().err
     assert ck.read_bytes() == before

@@ -13,8 +13,9 @@ def run(methods, draws=6, seed=0, width=0.5):
     torch.manual_seed(123)
     x = torch.rand(16, 1, 16, 16)
     y = torch.randint(0, 10, (16,))
-    return gradient_fidelity(lambda m: create_model("wrn", m, depth=8, width=width, in_channels=1),
-                             methods, x, y, draws=draws, seed=seed)
+    return gradient_fidelity(
+        lambda m: create_model("wrn", m, depth=8, width=width, in_channels=1), methods, x, y, draws=draws, seed=seed
+    )
 
 
 def by(rows, method, key):
@@ -56,6 +57,24 @@ def test_cli_refuses_a_method_that_changes_the_forward(capsys, tmp_path):
     assert main(["fidelity", "--method", "w1", "--width", "0.25", "--draws", "2"]) == 2
     assert "changes the forward pass" in capsys.readouterr().err
     out = tmp_path / "f.json"
-    assert main(["fidelity", "--method", "cl", "--width", "0.25", "--draws", "2", "--image-size", "16",
-                 "--batch-size", "4", "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "fidelity",
+                "--method",
+                "cl",
+                "--width",
+                "0.25",
+                "--draws",
+                "2",
+                "--image-size",
+                "16",
+                "--batch-size",
+                "4",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert '"method": "cl"' in out.read_text()

@@ -72,6 +72,7 @@ def _cl_conv_grads(a, w, g, draws):
         a_leaf = a.clone().requires_grad_()
         act = torch.nn.Identity()(a_leaf)
         from onebit.models.layers import compress
+
         out = conv(compress(act, conv.method))
         out.backward(g)
         gw += conv.weight.grad
@@ -100,6 +101,7 @@ def test_cl_conv_keeps_only_packed_bits():
     conv = QConv2d(8, 4, 3, 1, 1, method="cl")
     a = torch.rand(2, 8, 8, 8, requires_grad=True)
     from onebit.models.layers import compress
+
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         conv(compress(a * 1, conv.method))
@@ -197,8 +199,7 @@ def test_strict_backward_matches_hand_written_formula():
     xs = torch.randn(n, c, h, h, requires_grad=True)
     r = torch.randn(n, c, h, h, requires_grad=True)
     bn, bns = _bn(c, True, 1), _bn(c, True, 2)
-    a, aq = StrictBNReLU.apply(stochastic_binary, r, bn, x, bn.weight, bn.bias,
-                               bns, xs, bns.weight, bns.bias)
+    a, aq = StrictBNReLU.apply(stochastic_binary, r, bn, x, bn.weight, bn.bias, bns, xs, bns.weight, bns.bias)
     g = torch.randn_like(a)
     a.backward(g)
 

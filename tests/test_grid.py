@@ -17,9 +17,12 @@ HEAD = "row\ttable\tdataset\tarch\tdepth\twidth\tbatch_size\tlr_max\tmethod\tepo
 
 def test_grid_hash_inside_a_cell_is_data_and_trailing_tabs_are_ignored(tmp_path):
     tsv = tmp_path / "g.tsv"
-    tsv.write_text("# a whole-line comment\n" + HEAD.replace("\n", "\t\n")
-                   + "r1\tt\tfashion_mnist\twrn\t8\t1\t32\t0.1\tfp32\t1\t0\tWRN 20-10 #2\t\n"
-                   + "  # an indented comment\n")
+    tsv.write_text(
+        "# a whole-line comment\n"
+        + HEAD.replace("\n", "\t\n")
+        + "r1\tt\tfashion_mnist\twrn\t8\t1\t32\t0.1\tfp32\t1\t0\tWRN 20-10 #2\t\n"
+        + "  # an indented comment\n"
+    )
     grid = load_grid(tsv, check=False)
     assert list(grid.index) == ["r1"] and grid.loc["r1", "paper_row"] == "WRN 20-10 #2"
     assert not [c for c in grid.columns if str(c).startswith("Unnamed")]
@@ -37,11 +40,33 @@ def test_grid_refuses_a_folder_and_values_under_a_nameless_column(tmp_path):
 COLUMNS = columns()
 
 
-VALID = {"row": "r1", "table": "t", "dataset": "fashion_mnist", "arch": "wrn", "depth": "8",
-         "width": "1", "method": "fp32", "epochs": "1", "seeds": "0", "t0": "1", "tmult": "2",
-         "batch_size": "16", "lr_max": "0.1", "weight_decay": "0.0005", "cutout": "0",
-         "crop_pad": "0", "flip": "1", "train_subset": "", "test_subset": "", "paper_source": "",
-         "paper_table": "", "paper_row": "", "gpus": "0", "mem_mb": "1000", "runtime": "10"}
+VALID = {
+    "row": "r1",
+    "table": "t",
+    "dataset": "fashion_mnist",
+    "arch": "wrn",
+    "depth": "8",
+    "width": "1",
+    "method": "fp32",
+    "epochs": "1",
+    "seeds": "0",
+    "t0": "1",
+    "tmult": "2",
+    "batch_size": "16",
+    "lr_max": "0.1",
+    "weight_decay": "0.0005",
+    "cutout": "0",
+    "crop_pad": "0",
+    "flip": "1",
+    "train_subset": "",
+    "test_subset": "",
+    "paper_source": "",
+    "paper_table": "",
+    "paper_row": "",
+    "gpus": "0",
+    "mem_mb": "1000",
+    "runtime": "10",
+}
 
 
 @st.composite
@@ -78,11 +103,20 @@ def test_any_grid_is_accepted_whole_or_refused_with_file_row_and_field(df, tmp_p
         assert main(argv) == 0, capsys.readouterr().err
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("method", "nope", "known methods"), ("arch", "mlp", "known"), ("dataset", "nodata", "known"),
-    ("depth", "9", "6n + 2"), ("width", "0", "positive"), ("batch_size", "-1", "positive"),
-    ("epochs", "0", "positive"), ("seeds", "1,x", "integers"), ("width", "inf", "finite"),
-])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("method", "nope", "known methods"),
+        ("arch", "mlp", "known"),
+        ("dataset", "nodata", "known"),
+        ("depth", "9", "6n + 2"),
+        ("width", "0", "positive"),
+        ("batch_size", "-1", "positive"),
+        ("epochs", "0", "positive"),
+        ("seeds", "1,x", "integers"),
+        ("width", "inf", "finite"),
+    ],
+)
 def test_bad_grid_fields_are_named(tmp_path, field, value, message):
     path = tmp_path / "g.tsv"
     pd.DataFrame([dict(VALID, **{field: value})]).to_csv(path, sep="\t", index=False)

@@ -50,11 +50,14 @@ def test_saved_bytes_match_a_hand_count(method):
         # BN input + ReLU output (= conv1 input, one storage)
         "fp32": {"float activations": 2 * e * 4 + logits, "statistics": per_channel},
         # BN input exact; ReLU keeps a 1-bit mask; conv1 keeps the 1-bit A_q
-        "cl": {"float activations": e * 4 + logits, "relu mask": bits, "packed activation": bits,
-               "statistics": per_channel},
+        "cl": {
+            "float activations": e * 4 + logits,
+            "relu mask": bits,
+            "packed activation": bits,
+            "statistics": per_channel,
+        },
         # only A_q, plus (invstd, m0, m1) and p0 per channel
-        "cl-strict": {"float activations": logits, "packed activation": bits,
-                      "statistics": 3 * c * 4 + c * 4},
+        "cl-strict": {"float activations": logits, "packed activation": bits, "statistics": 3 * c * 4 + c * 4},
     }
     expected["w1"], expected["w1+cl"] = expected["fp32"], expected["cl"]
     report = measure(Tiny(method), torch.randn(n, 3, h, h))

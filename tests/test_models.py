@@ -1,6 +1,5 @@
 """Registry, golden parameter counts, and every model x method building and training."""
 
-
 import pytest
 import torch
 
@@ -28,9 +27,10 @@ def test_unknown_names_list_the_known_ones(lookup):
     assert "known" in msg and ("wrn" in msg or "cl-strict" in msg)
 
 
-@pytest.mark.parametrize("depth,width,classes,expected", [
-    (20, 4, 10, 4_280_512), (20, 4, 100, 4_303_552),
-    (20, 10, 10, 26_737_120), (20, 10, 100, 26_794_720)])
+@pytest.mark.parametrize(
+    "depth,width,classes,expected",
+    [(20, 4, 10, 4_280_512), (20, 4, 100, 4_303_552), (20, 10, 10, 26_737_120), (20, 10, 100, 26_794_720)],
+)
 def test_wrn_golden_conv_weight_counts(depth, width, classes, expected):
     model = create_model("wrn", "w1", depth=depth, width=width, num_classes=classes)
     assert conv_weights(model) == expected

@@ -61,9 +61,20 @@ def test_conda_environment_is_self_contained():
 def test_light_modules_do_not_import_torch():
     """The grid, the report, the registries and the CLI's parser import without torch, so that
     Snakemake's parse, ``collect`` and the figures do not pay its seconds."""
-    light = ["onebit", "onebit.grid", "onebit.config", "onebit.errors", "onebit.units", "onebit.methods",
-             "onebit.models", "onebit.data", "onebit.report.claims", "onebit.report.tables",
-             "onebit.report.text", "onebit.report.figures"]
+    light = [
+        "onebit",
+        "onebit.grid",
+        "onebit.config",
+        "onebit.errors",
+        "onebit.units",
+        "onebit.methods",
+        "onebit.models",
+        "onebit.data",
+        "onebit.report.claims",
+        "onebit.report.tables",
+        "onebit.report.text",
+        "onebit.report.figures",
+    ]
     code = f"import sys\nfor m in {light!r}:\n    __import__(m)\n    assert 'torch' not in sys.modules, m\n"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -33,10 +33,13 @@ def weights():
     return w
 
 
-@pytest.mark.parametrize("method,reference", [
-    ("bc", lambda w: ste_sign(w)),
-    ("bwn", lambda w: w.abs().mean((1, 2, 3), keepdim=True) * ste_sign(w)),
-])
+@pytest.mark.parametrize(
+    "method,reference",
+    [
+        ("bc", lambda w: ste_sign(w)),
+        ("bwn", lambda w: w.abs().mean((1, 2, 3), keepdim=True) * ste_sign(w)),
+    ],
+)
 def test_binary_weights_forward_and_gradient(method, reference):
     w = weights()
     x = torch.randn(2, 3, 8, 8)

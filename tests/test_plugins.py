@@ -1,7 +1,6 @@
 """onebit.plugins: loading user plugin files and entry points."""
 
 
-
 def test_a_plugin_that_exits_is_named(tmp_path, capsys):
     from onebit.cli import main
 

@@ -23,8 +23,9 @@ def cutout_coverage(style, n=40_000, size=8, patch=3, seed=0):
     out = augment(x, gen, pad=0, flip=False, cutout=patch, cutout_style=style)
     # a cut pixel holds a fill value; the official fill is random 0-255, so a 0 is a cut pixel
     # with probability 1/256: count by a second run filled over ones instead
-    ones = augment(torch.full_like(x, 1), torch.Generator().manual_seed(seed), pad=0, flip=False,
-                   cutout=patch, cutout_style=style)
+    ones = augment(
+        torch.full_like(x, 1), torch.Generator().manual_seed(seed), pad=0, flip=False, cutout=patch, cutout_style=style
+    )
     cut = (out != 0) | (ones != 1)
     return cut.float().mean(0)[0], out
 
@@ -70,11 +71,13 @@ def test_trainer_reestimates_at_the_end_of_each_cycle(tiny_fashion, tmp_path):
 
     from onebit.train import train
 
-    cfg = TrainConfig(dataset="tiny_fashion", depth=8, width=0.25, batch_size=32, epochs=4, crop_pad=0,
-                      data_root=str(tiny_fashion))
+    cfg = TrainConfig(
+        dataset="tiny_fashion", depth=8, width=0.25, batch_size=32, epochs=4, crop_pad=0, data_root=str(tiny_fashion)
+    )
     train(cfg, tmp_path / "r", log=lambda *_: None)
-    test = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
-            if '"test"' in line]
+    test = [
+        json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines() if '"test"' in line
+    ]
     # cycles of 1 and 2 epochs end after epochs 1 and 3; the last epoch (4) is measured so too
     assert [m["bn_stats"] for m in test] == ["reestimated", "running", "reestimated", "reestimated"]
     assert [is_cycle_end(e, 1, 2) for e in range(1, 8)] == [True, False, True, False, False, False, True]
@@ -112,14 +115,18 @@ def test_wrn_uses_the_official_pool_unless_asked():
     assert x.shape == (1, 16, 8, 8)
 
 
-@pytest.mark.parametrize("method,fp_ends", [("bc", False), ("bnn", False), ("bwn", True), ("xnor", True),
-                                            ("w1", False)])
+@pytest.mark.parametrize(
+    "method,fp_ends", [("bc", False), ("bnn", False), ("bwn", True), ("xnor", True), ("w1", False)]
+)
 def test_peers_keep_the_layers_their_papers_keep(method, fp_ends):
     """BinaryConnect and BNN binarize every layer (their code); XNOR-Net and BWN keep the
     first and the last at 32 bits, the last one's input a real activation."""
     m = create_model("wrn", method, depth=8, width=1)
-    assert m.conv_in.weight_quantizer is None and m.conv_head.weight_quantizer is None if fp_ends else \
-        m.conv_in.weight_quantizer is not None and m.conv_head.weight_quantizer is not None
+    assert (
+        m.conv_in.weight_quantizer is None and m.conv_head.weight_quantizer is None
+        if fp_ends
+        else m.conv_in.weight_quantizer is not None and m.conv_head.weight_quantizer is not None
+    )
     assert m.blocks[0].conv1.weight_quantizer is not None
     if method in ("xnor", "bnn"):
         assert m.bn_head.binary_act is (not fp_ends) and m.blocks[0].bn1.binary_act
@@ -130,8 +137,17 @@ def test_imagenet_wrn_18_2_5_golden_conv_weight_count():
     with 2 blocks each, a 1x1 conv 1280 -> 1000:
     7*7*3*160 + 4*9*160^2 + (9*160*320 + 3*9*320^2) + (9*320*640 + 3*9*640^2)
     + (9*640*1280 + 3*9*1280^2) + 1280*1000 = 69,962,720 ("70.0M")."""
-    expected = (7 * 7 * 3 * 160 + 4 * 9 * 160**2 + 9 * 160 * 320 + 3 * 9 * 320**2 + 9 * 320 * 640
-                + 3 * 9 * 640**2 + 9 * 640 * 1280 + 3 * 9 * 1280**2 + 1280 * 1000)
+    expected = (
+        7 * 7 * 3 * 160
+        + 4 * 9 * 160**2
+        + 9 * 160 * 320
+        + 3 * 9 * 320**2
+        + 9 * 320 * 640
+        + 3 * 9 * 640**2
+        + 9 * 640 * 1280
+        + 3 * 9 * 1280**2
+        + 1280 * 1000
+    )
     assert expected == 69_962_720
     with torch.device("meta"):
         m = create_model("wrn_imagenet", "w1", depth=18, width=2.5, num_classes=1000)
@@ -157,15 +173,33 @@ def test_report_shows_a_grids_own_table_with_what_each_row_changes():
 
     from onebit.report import text as reporting
 
-    base = {"arch": "wrn", "depth": 8, "width": 2.0, "cutout": 0, "cutout_style": "official",
-            "momentum_reset": True}
-    rows = [("a-official", "fp32", {}, 21.25), ("a-no-reset", "fp32", {"momentum_reset": False}, 20.8),
-            ("b-official", "w1", {}, 23.5), ("a-cutout", "fp32", {"cutout": 14, "cutout_style": "devries"}, 23.0),
-            ("paper-row", "w1", {}, 5.0)]
-    summary = pd.DataFrame([{
-        "row": r, "method": m, "table": "slide16" if r == "paper-row" else "recipe", "dataset": "fashion_mnist",
-        "arch": "wrn", "depth": 8, "width": 2.0, "epochs": 3, "recipe": json.dumps({**base, **change}),
-        "test_err_mean": err, "test_err_std": 0.1, "seeds": 2} for r, m, change, err in rows])
+    base = {"arch": "wrn", "depth": 8, "width": 2.0, "cutout": 0, "cutout_style": "official", "momentum_reset": True}
+    rows = [
+        ("a-official", "fp32", {}, 21.25),
+        ("a-no-reset", "fp32", {"momentum_reset": False}, 20.8),
+        ("b-official", "w1", {}, 23.5),
+        ("a-cutout", "fp32", {"cutout": 14, "cutout_style": "devries"}, 23.0),
+        ("paper-row", "w1", {}, 5.0),
+    ]
+    summary = pd.DataFrame(
+        [
+            {
+                "row": r,
+                "method": m,
+                "table": "slide16" if r == "paper-row" else "recipe",
+                "dataset": "fashion_mnist",
+                "arch": "wrn",
+                "depth": 8,
+                "width": 2.0,
+                "epochs": 3,
+                "recipe": json.dumps({**base, **change}),
+                "test_err_mean": err,
+                "test_err_std": 0.1,
+                "seeds": 2,
+            }
+            for r, m, change, err in rows
+        ]
+    )
     from onebit.report.claims import load_claims
 
     got = reporting.other_tables(summary, load_claims(Path(__file__).parents[1] / "config" / "published.tsv"))

@@ -17,8 +17,19 @@ from onebit.train import train
 CONFIG = Path(__file__).parents[1] / "config"
 CLAIMS = Claims(sources={"W2017": "[W]"}, tables={"slide16": "title"}, tolerance={"cifar10": 0.5, "cifar100": 1.0})
 
-PUB_COLUMNS = ["paper_source", "paper_table", "paper_row", "method", "arch", "depth", "width", "epochs", "dataset",
-               "metric", "value"]
+PUB_COLUMNS = [
+    "paper_source",
+    "paper_table",
+    "paper_row",
+    "method",
+    "arch",
+    "depth",
+    "width",
+    "epochs",
+    "dataset",
+    "metric",
+    "value",
+]
 
 
 def _pub(*rows):
@@ -27,10 +38,28 @@ def _pub(*rows):
 
 def _summary(*rows):
     """Grid rows linked to published rows: (row, paper_row, dataset, depth, err, sd, seeds, train_subset)."""
-    return pd.DataFrame([{
-        "row": r, "paper_source": "W2017", "paper_table": "slide16", "paper_row": pr, "dataset": d, "arch": "wrn",
-        "depth": depth, "width": 4.0, "method": "w1", "epochs": 63, "test_err_mean": err, "test_err_std": sd,
-        "seeds": n, "train_subset": sub, "test_subset": None} for r, pr, d, depth, err, sd, n, sub in rows])
+    return pd.DataFrame(
+        [
+            {
+                "row": r,
+                "paper_source": "W2017",
+                "paper_table": "slide16",
+                "paper_row": pr,
+                "dataset": d,
+                "arch": "wrn",
+                "depth": depth,
+                "width": 4.0,
+                "method": "w1",
+                "epochs": 63,
+                "test_err_mean": err,
+                "test_err_std": sd,
+                "seeds": n,
+                "train_subset": sub,
+                "test_subset": None,
+            }
+            for r, pr, d, depth, err, sd, n, sub in rows
+        ]
+    )
 
 
 NO_GAPS = pd.DataFrame(columns=["row", "gap"])
@@ -38,18 +67,29 @@ NO_PAPER_GAPS = pd.DataFrame(columns=["paper_source", "paper_row", "dataset", "m
 
 
 def test_every_verdict_value_by_value():
-    pub = _pub(("W2017", "slide16", "ours-in", "w1", "wrn", 20, 4, 63, "cifar10", "top1_err", 6.34),
-               ("W2017", "slide16", "ours-out", "w1", "wrn", 20, 4, 63, "cifar100", "top1_err", 23.79),
-               ("W2017", "slide16", "ours-small", "w1", "wrn", 20, 4, 63, "cifar10", "top1_err", 6.0),
-               ("W2017", "slide16", "bc-published", "bc", "vgg", None, None, None, "cifar10", "top1_err", 8.27),
-               ("W2017", "slide16", "ours-none", "w1", "wrn", 20, 10, 127, "cifar10", "top1_err", 4.48))
-    summary = _summary(("a", "ours-in", "cifar10", 20, 6.70, 0.2, 2, None),  # +0.36 within ±0.5
-                       ("b", "ours-out", "cifar100", 20, 25.29, 0.1, 3, None),  # +1.50 outside ±1.0
-                       ("c", "ours-small", "fashion_mnist", 8, 9.0, 0.3, 2, 256),  # other data: gap compared
-                       ("d", "bc-published", "cifar10", 20, 7.0, 0.1, 2, None))
+    pub = _pub(
+        ("W2017", "slide16", "ours-in", "w1", "wrn", 20, 4, 63, "cifar10", "top1_err", 6.34),
+        ("W2017", "slide16", "ours-out", "w1", "wrn", 20, 4, 63, "cifar100", "top1_err", 23.79),
+        ("W2017", "slide16", "ours-small", "w1", "wrn", 20, 4, 63, "cifar10", "top1_err", 6.0),
+        ("W2017", "slide16", "bc-published", "bc", "vgg", None, None, None, "cifar10", "top1_err", 8.27),
+        ("W2017", "slide16", "ours-none", "w1", "wrn", 20, 10, 127, "cifar10", "top1_err", 4.48),
+    )
+    summary = _summary(
+        ("a", "ours-in", "cifar10", 20, 6.70, 0.2, 2, None),  # +0.36 within ±0.5
+        ("b", "ours-out", "cifar100", 20, 25.29, 0.1, 3, None),  # +1.50 outside ±1.0
+        ("c", "ours-small", "fashion_mnist", 8, 9.0, 0.3, 2, 256),  # other data: gap compared
+        ("d", "bc-published", "cifar10", 20, 7.0, 0.1, 2, None),
+    )
     gaps = pd.DataFrame({"row": ["a", "c"], "gap": [0.4, 1.25]})
-    paper_gaps = pd.DataFrame({"paper_source": ["W2017"], "paper_row": ["ours-small"], "dataset": ["cifar10"],
-                               "metric": ["top1_err"], "gap": [0.9]})
+    paper_gaps = pd.DataFrame(
+        {
+            "paper_source": ["W2017"],
+            "paper_row": ["ours-small"],
+            "dataset": ["cifar10"],
+            "metric": ["top1_err"],
+            "gap": [0.9],
+        }
+    )
     v = verdicts(pub, summary, gaps, paper_gaps, CLAIMS).set_index("paper_row")
     assert list(v["verdict"]) == ["within", "outside", "scale", "quoted", "not run"]  # sorted by verdict
     assert v.loc["ours-in", "difference"] == pytest.approx(0.36)
@@ -74,25 +114,38 @@ def test_every_verdict_value_by_value():
     assert words.loc["ours-in", "source"] == "[W] slide16"
     assert text.verdict_counts(verdicts(pub, summary, gaps, paper_gaps, CLAIMS)) == (
         "1 within tolerance, 1 outside tolerance, 1 different data or scale: gap compared, "
-        "1 quoted from another paper (another network), 1 not run by this grid")
+        "1 quoted from another paper (another network), 1 not run by this grid"
+    )
 
 
 def test_the_tolerance_is_inclusive_and_a_subset_is_not_the_papers_scale():
-    pub = _pub(("W2017", "slide16", "ours-edge", "w1", "wrn", 20, 4, 63, "cifar10", "top1_err", 6.0),
-               ("W2017", "slide16", "ours-sub", "w1", "wrn", 20, 4, 63, "cifar10", "top1_err", 6.0),
-               ("W2017", "slide16", "ours-net", "w1", "wrn", 26, 4, 63, "cifar10", "top1_err", 6.0))
-    summary = _summary(("a", "ours-edge", "cifar10", 20, 6.5, 0.1, 2, None),
-                       ("b", "ours-sub", "cifar10", 20, 6.1, 0.1, 2, 1000),
-                       ("c", "ours-net", "cifar10", 20, 6.1, 0.1, 2, None))
+    pub = _pub(
+        ("W2017", "slide16", "ours-edge", "w1", "wrn", 20, 4, 63, "cifar10", "top1_err", 6.0),
+        ("W2017", "slide16", "ours-sub", "w1", "wrn", 20, 4, 63, "cifar10", "top1_err", 6.0),
+        ("W2017", "slide16", "ours-net", "w1", "wrn", 26, 4, 63, "cifar10", "top1_err", 6.0),
+    )
+    summary = _summary(
+        ("a", "ours-edge", "cifar10", 20, 6.5, 0.1, 2, None),
+        ("b", "ours-sub", "cifar10", 20, 6.1, 0.1, 2, 1000),
+        ("c", "ours-net", "cifar10", 20, 6.1, 0.1, 2, None),
+    )
     v = verdicts(pub, summary, NO_GAPS, NO_PAPER_GAPS, CLAIMS).set_index("paper_row")["verdict"]
     assert v.to_dict() == {"ours-edge": "within", "ours-sub": "scale", "ours-net": "scale"}
 
 
 def test_the_memory_claim_is_set_against_the_measured_accounting():
-    pub = _pub(("W2017", "slide14", "memory-1bit", "cl", None, None, None, None, "imagenet",
-                "train_act_bytes_bs256", 56e6))
-    memory = pd.DataFrame({"arch": ["resnet18"], "quantity": ["paper accounting"], "kind": ["total"],
-                           "method": ["cl"], "bytes_per_image": [229_000.0]})
+    pub = _pub(
+        ("W2017", "slide14", "memory-1bit", "cl", None, None, None, None, "imagenet", "train_act_bytes_bs256", 56e6)
+    )
+    memory = pd.DataFrame(
+        {
+            "arch": ["resnet18"],
+            "quantity": ["paper accounting"],
+            "kind": ["total"],
+            "method": ["cl"],
+            "bytes_per_image": [229_000.0],
+        }
+    )
     v = verdicts(pub, _summary(), NO_GAPS, NO_PAPER_GAPS, CLAIMS, memory).iloc[0]
     assert v["verdict"] == "memory"
     assert v["reproduced"] == 229_000.0 * 256
@@ -107,10 +160,18 @@ def test_the_memory_claim_is_set_against_the_measured_accounting():
 
 def test_table_changes_against_the_first_row_of_each_method():
     base = {"depth": 8, "cutout": 0}
-    rows = [("a", "fp32", {}, 21.25, "recipe"), ("a2", "fp32", {"cutout": 14}, 20.5, "recipe"),
-            ("b", "w1", {}, 23.5, "recipe"), ("p", "w1", {}, 5.0, "slide16")]
-    summary = pd.DataFrame([{"row": r, "method": m, "table": t, "recipe": json.dumps({**base, **c}),
-                             "test_err_mean": e} for r, m, c, e, t in rows])
+    rows = [
+        ("a", "fp32", {}, 21.25, "recipe"),
+        ("a2", "fp32", {"cutout": 14}, 20.5, "recipe"),
+        ("b", "w1", {}, 23.5, "recipe"),
+        ("p", "w1", {}, 5.0, "slide16"),
+    ]
+    summary = pd.DataFrame(
+        [
+            {"row": r, "method": m, "table": t, "recipe": json.dumps({**base, **c}), "test_err_mean": e}
+            for r, m, c, e, t in rows
+        ]
+    )
     ch = table_changes(summary, ["slide16"]).set_index("row")
     assert list(ch.index) == ["a", "a2", "b"]
     assert ch.loc["a2", "reference"] == "a" and ch.loc["a2", "changed"] == [("cutout", 14)]

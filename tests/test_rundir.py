@@ -9,8 +9,21 @@ from onebit.train import train
 def test_train_refuses_an_out_that_is_not_a_run_and_keeps_it(tiny_fashion, tmp_path, capsys):
     from onebit.cli import main
 
-    common = ["train", "--dataset", "tiny_fashion", "--data-root", str(tiny_fashion), "--depth", "8",
-              "--width", "0.25", "--batch-size", "32", "--epochs", "1"]
+    common = [
+        "train",
+        "--dataset",
+        "tiny_fashion",
+        "--data-root",
+        str(tiny_fashion),
+        "--depth",
+        "8",
+        "--width",
+        "0.25",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "1",
+    ]
     folder = tmp_path / "thesis"
     folder.mkdir()
     (folder / "chapter1.tex").write_text("years of work")
@@ -31,8 +44,25 @@ def test_a_damaged_config_json_is_named_not_overwritten(tiny_fashion, tmp_path, 
     train(tiny_cfg(tiny_fashion, epochs=1), run, log=lambda *_: None)
     (run / "final.json").unlink()
     (run / "config.json").write_text("{ half a json")
-    args = ["train", "--dataset", "tiny_fashion", "--data-root", str(tiny_fashion), "--depth", "8", "--width",
-            "0.25", "--batch-size", "32", "--epochs", "1", "--lr-max", "0.05", "--out", str(run)]
+    args = [
+        "train",
+        "--dataset",
+        "tiny_fashion",
+        "--data-root",
+        str(tiny_fashion),
+        "--depth",
+        "8",
+        "--width",
+        "0.25",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "1",
+        "--lr-max",
+        "0.05",
+        "--out",
+        str(run),
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert f"{run / 'config.json'} is damaged" in err and (run / "config.json").read_text() == "{ half a json"

@@ -79,8 +79,21 @@ def test_a_second_trainer_on_the_same_run_is_refused(tiny_fashion, tmp_path, cap
     with RunLock(run):  # a live holder, as another process would be
         with pytest.raises(RunLocked, match="another onebit process"):
             RunLock(run).__enter__()
-        argv = ["train", "--dataset", "tiny_fashion", "--data-root", str(tiny_fashion), "--depth", "8",
-                "--width", "0.25", "--epochs", "1", "--out", str(run)]
+        argv = [
+            "train",
+            "--dataset",
+            "tiny_fashion",
+            "--data-root",
+            str(tiny_fashion),
+            "--depth",
+            "8",
+            "--width",
+            "0.25",
+            "--epochs",
+            "1",
+            "--out",
+            str(run),
+        ]
         assert main(argv) == 2
         assert f"pid {os.getpid()}" in capsys.readouterr().err
     assert main(argv) == 0  # released: the run proceeds
@@ -117,8 +130,10 @@ def _lock_held_while_a_forked_child_lives(folder, child_closes_locks: bool) -> b
     try:
         assert os.read(ready_r, 1) == b"1"
         lock.__exit__(None, None, None)
-        probe = ("import sys; from onebit.runio import RunLock, RunLocked\n"
-                 f"try:\n    RunLock({str(folder)!r}).__enter__()\nexcept RunLocked:\n    sys.exit(1)")
+        probe = (
+            "import sys; from onebit.runio import RunLock, RunLocked\n"
+            f"try:\n    RunLock({str(folder)!r}).__enter__()\nexcept RunLocked:\n    sys.exit(1)"
+        )
         held = subprocess.run([sys.executable, "-c", probe], timeout=60).returncode == 1
         assert os.waitpid(pid, os.WNOHANG) == (0, 0), "the child ended before the probe"
         return held
@@ -130,8 +145,9 @@ def _lock_held_while_a_forked_child_lives(folder, child_closes_locks: bool) -> b
 
 def test_a_forked_worker_does_not_keep_the_run_lock(tmp_path):
     """A DataLoader worker outliving a crashed trainer must not block the next trainer."""
-    assert not _lock_held_while_a_forked_child_lives(tmp_path, child_closes_locks=True), \
+    assert not _lock_held_while_a_forked_child_lives(tmp_path, child_closes_locks=True), (
         "the lock was still held by the forked child"
+    )
 
 
 def test_a_malformed_fault_hook_is_a_clear_error(monkeypatch):
@@ -155,9 +171,27 @@ def test_check_refuses_a_checkpoint_of_another_run_as_training_does(tiny_fashion
     train(tiny_cfg(tiny_fashion, method="w1", epochs=1), tmp_path / "b", log=lambda *_: None)
     (tmp_path / "a" / "final.json").unlink()
     shutil.copy(tmp_path / "b" / "checkpoint.pt", tmp_path / "a" / "checkpoint.pt")
-    args = ["train", "--dataset", "tiny_fashion", "--data-root", str(tiny_fashion), "--depth", "8", "--width",
-            "0.25", "--batch-size", "32", "--epochs", "1", "--lr-max", "0.05", "--method", "fp32",
-            "--out", str(tmp_path / "a")]
+    args = [
+        "train",
+        "--dataset",
+        "tiny_fashion",
+        "--data-root",
+        str(tiny_fashion),
+        "--depth",
+        "8",
+        "--width",
+        "0.25",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "1",
+        "--lr-max",
+        "0.05",
+        "--method",
+        "fp32",
+        "--out",
+        str(tmp_path / "a"),
+    ]
     for check in (["--check"], []):
         assert main([*args, *check]) == 2
         assert "holds the state of a run of another configuration" in capsys.readouterr().err

@@ -57,13 +57,22 @@ def test_json_schema_matches_the_field(name):
     kind, optional = kind_of(f)
     json_type = {int: "integer", float: "number", bool: "boolean", str: "string"}[kind]
     assert prop["type"] == ([json_type, "null"] if optional else json_type)
-    for key, schema_key in (("minimum", "minimum"), ("exclusive_minimum", "exclusiveMinimum"),
-                            ("maximum", "maximum"), ("exclusive_maximum", "exclusiveMaximum")):
+    for key, schema_key in (
+        ("minimum", "minimum"),
+        ("exclusive_minimum", "exclusiveMinimum"),
+        ("maximum", "maximum"),
+        ("exclusive_maximum", "exclusiveMaximum"),
+    ):
         assert prop.get(schema_key) == f.metadata[key]
 
 
-values = st.one_of(st.none(), st.booleans(), st.integers(-5, 300), st.floats(allow_nan=True),
-                   st.sampled_from(["", "x", "fp32", "wrn", "cifar10", "0.5"]))
+values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 300),
+    st.floats(allow_nan=True),
+    st.sampled_from(["", "x", "fp32", "wrn", "cifar10", "0.5"]),
+)
 
 
 @pytest.mark.slow
@@ -102,18 +111,46 @@ def test_check_value_and_json_schema_agree(name, value):
 def test_every_field_travels_from_grid_to_run_config(tmp_path):
     """A grid row setting every run column reaches TrainConfig unchanged, through the
     command line the pipeline builds."""
-    changed = dict(dataset="fashion_mnist", arch="wrn", method="cl", depth=14, width=1.5, epochs=3,
-                   batch_size=32, lr_max=0.05, lr_min=0.001, momentum=0.8, weight_decay=0.0001, t0=2,
-                   tmult=3, momentum_reset=False, flip=False, crop_pad=2, cutout=8, cutout_style="devries",
-                   train_subset=100, test_subset=50, fp32_first_last=True, bn_affine=True,
-                   bn_reestimate=False, pool_count_pad=True, amp=True, workers=2, compile=True,
-                   eval_batch_size=64)
+    changed = dict(
+        dataset="fashion_mnist",
+        arch="wrn",
+        method="cl",
+        depth=14,
+        width=1.5,
+        epochs=3,
+        batch_size=32,
+        lr_max=0.05,
+        lr_min=0.001,
+        momentum=0.8,
+        weight_decay=0.0001,
+        t0=2,
+        tmult=3,
+        momentum_reset=False,
+        flip=False,
+        crop_pad=2,
+        cutout=8,
+        cutout_style="devries",
+        train_subset=100,
+        test_subset=50,
+        fp32_first_last=True,
+        bn_affine=True,
+        bn_reestimate=False,
+        pool_count_pad=True,
+        amp=True,
+        workers=2,
+        compile=True,
+        eval_batch_size=64,
+    )
     assert set(changed) == {f.name for f in fields() if f.metadata["grid"]}
     for name, value in changed.items():  # arch: the only other model (resnet18) ignores depth/width
         assert name == "arch" or value != getattr(TrainConfig(), name), f"{name}: pick a non-default value"
     head = ["row", "table", "seeds", *changed]
-    text = "\t".join(head) + "\n" + "\t".join(
-        ["r", "t", "7"] + [str(int(v)) if isinstance(v, bool) else str(v) for v in changed.values()]) + "\n"
+    text = (
+        "\t".join(head)
+        + "\n"
+        + "\t".join(["r", "t", "7"] + [str(int(v)) if isinstance(v, bool) else str(v) for v in changed.values()])
+        + "\n"
+    )
     (tmp_path / "g.tsv").write_text(text)
     row = load_grid(tmp_path / "g.tsv").iloc[0]
     cfg = run_config(row, 7)

@@ -19,8 +19,12 @@ from slurm_cluster import SlurmCluster, available
 from test_workflow import REPO, WORKFLOW, needs_fashion
 
 ok, why = available()
-pytestmark = [pytest.mark.skipif(not ok, reason=f"no SLURM here ({why}); run .ci/install-slurm as root"),
-              needs_fashion]
+pytestmark = [
+    pytest.mark.skipif(not ok, reason=f"no SLURM here ({why}); run .ci/install-slurm as root"),
+    needs_fashion,
+    pytest.mark.slurm,
+    pytest.mark.slow,
+]
 
 # the test cluster is small: two CPUs, so the rules' threads are lowered to one;
 # status checks start after 3 s instead of 40 (a real cluster's jobs take longer)
@@ -47,8 +51,14 @@ def workdir(tmp_path_factory, cluster):
 
 
 def snakemake(cluster, cwd, *args, timeout=900):
-    return subprocess.run([sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", *SMALL, *args],
-                          cwd=cwd, env=cluster.environ(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", *SMALL, *args],
+        cwd=cwd,
+        env=cluster.environ(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def default_sigint():
@@ -72,8 +82,7 @@ def accounted(cluster, ids) -> dict:
 def overlap(rows) -> int:
     """The most jobs that ran at the same instant (sacct Start/End, 1 s resolution)."""
     t = lambda s: datetime.fromisoformat(s).timestamp()  # noqa: E731
-    events = sorted([(t(r["Start"]), 1) for r in rows] + [(t(r["End"]), -1) for r in rows],
-                    key=lambda e: (e[0], e[1]))
+    events = sorted([(t(r["Start"]), 1) for r in rows] + [(t(r["End"]), -1) for r in rows], key=lambda e: (e[0], e[1]))
     best = now = 0
     for _, d in events:
         now += d
@@ -112,9 +121,15 @@ def test_cancelled_job_resumes_and_a_two_gpu_row_runs_torchrun(cluster, workdir)
     two GPUs gets --gpus=2 and runs two processes (CPU here: gloo)."""
     (workdir / "config/grids/extra.tsv").write_text(EXTRA)
     args = ["--config", "grid=extra", "grids={extra: config/grids/extra.tsv}", "device=cpu"]
-    run = subprocess.Popen([sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", *SMALL, *args],
-                           cwd=workdir, env=cluster.environ(), stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True, preexec_fn=default_sigint)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", *SMALL, *args],
+        cwd=workdir,
+        env=cluster.environ(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=default_sigint,
+    )
     ck = workdir / "results/extra/runs/long/seed0/checkpoint.pt"
     deadline = time.monotonic() + 600
     while not ck.exists() and run.poll() is None and time.monotonic() < deadline:

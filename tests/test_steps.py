@@ -67,8 +67,16 @@ def test_step_peak_grows_with_batch_and_cl_strict_lowers_it():
 
 
 def test_benchmark_reports_every_quantity():
-    out = benchmark(lambda m: create_model("wrn", m, depth=8, width=1), ["fp32", "cl-strict"], 4,
-                    (3, 16, 16), 10, steps=2, budget=8 * 2**20, max_batch=256)
+    out = benchmark(
+        lambda m: create_model("wrn", m, depth=8, width=1),
+        ["fp32", "cl-strict"],
+        4,
+        (3, 16, 16),
+        10,
+        steps=2,
+        budget=8 * 2**20,
+        max_batch=256,
+    )
     for m in ("fp32", "cl-strict"):
         r = out[m]
         assert r["peak_bytes"] > 0 and r["state_bytes"] > 0 and r["step_seconds"] > 0

@@ -29,8 +29,14 @@ def test_run_directory_contract(tiny_fashion, tmp_path):
     c = cfg(tiny_fashion, method="w1+cl")
     final = train(c, run, log=lambda *_: None)
     assert {p.name for p in run.iterdir()} == {
-        "config.json", "env.json", "metrics.jsonl", "final.json", "checkpoint.pt", ".lock",
-        *(["checkpoint.pt.prev"] if c.epochs > 1 else [])}
+        "config.json",
+        "env.json",
+        "metrics.jsonl",
+        "final.json",
+        "checkpoint.pt",
+        ".lock",
+        *(["checkpoint.pt.prev"] if c.epochs > 1 else []),
+    }
     config = json.loads((run / "config.json").read_text())
     assert config["method"] == "w1+cl" and config["params"] == final["params"]
     env = json.loads((run / "env.json").read_text())
@@ -64,8 +70,11 @@ def test_same_seed_same_numbers_and_resume_is_bit_for_bit(tiny_fashion, tmp_path
     assert strip(a) == strip(b) == strip(c_final)
     sa, sc = (load_checkpoint(tmp_path / r / "checkpoint.pt")["model"] for r in "ac")
     assert all(torch.equal(sa[k], sc[k]) for k in sa)
-    drop = lambda ms: [{k: v for k, v in m.items() if "seconds" not in k and "per_s" not in k  # noqa: E731
-                        and "peak_mem" not in k} for m in ms]
+
+    def drop(ms):
+        timing = ("seconds", "per_s", "peak_mem")
+        return [{k: v for k, v in m.items() if not any(s in k for s in timing)} for m in ms]
+
     assert drop(read_metrics(tmp_path / "a")) == drop(read_metrics(tmp_path / "c"))
 
 
@@ -96,8 +105,23 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tiny_fashion
         return out * float("nan") if calls["n"] > 3 and logits.requires_grad else out
 
     monkeypatch.setattr(T.F, "cross_entropy", poisoned)
-    args = ["train", "--dataset", "tiny_fashion", "--depth", "8", "--width", "0.25", "--batch-size", "32",
-            "--epochs", "3", "--data-root", str(tiny_fashion), "--out", str(tmp_path / "r")]
+    args = [
+        "train",
+        "--dataset",
+        "tiny_fashion",
+        "--depth",
+        "8",
+        "--width",
+        "0.25",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "3",
+        "--data-root",
+        str(tiny_fashion),
+        "--out",
+        str(tmp_path / "r"),
+    ]
     assert main(args) == 3
     err = capsys.readouterr().err
     assert "loss became nan at epoch 2" in err and "last good epoch" in err
@@ -105,8 +129,9 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tiny_fashion
     assert ck["epoch"] == 1 and not (tmp_path / "r" / "final.json").exists()
 
 
-@pytest.mark.parametrize("bad", [["--epochs", "0"], ["--method", "w3"], ["--depth", "9"],
-                                 ["--dataset", "mnist"], ["--batch-size", "x"]])
+@pytest.mark.parametrize(
+    "bad", [["--epochs", "0"], ["--method", "w3"], ["--depth", "9"], ["--dataset", "mnist"], ["--batch-size", "x"]]
+)
 def test_bad_arguments_are_refused_readably(bad, tmp_path, capsys):
     try:
         rc = main(["train", "--out", str(tmp_path / "r"), *bad])
@@ -119,15 +144,23 @@ def test_bad_arguments_are_refused_readably(bad, tmp_path, capsys):
 
 def test_bf16_autocast_step_for_every_method(tiny_fashion, tmp_path):
     from onebit import list_methods
+
     for method in list_methods():
-        final = train(cfg(tiny_fashion, method=method, epochs=1, amp=True), tmp_path / method,
-                      log=lambda *_: None)
+        final = train(cfg(tiny_fashion, method=method, epochs=1, amp=True), tmp_path / method, log=lambda *_: None)
         assert final["test_top1_err"] <= 100
 
 
 def test_imagenet_folder_training(tiny_imagenet, tmp_path):
-    c = TrainConfig(dataset="tiny_imagenet", arch="resnet18", method="w1", epochs=1, batch_size=4,
-                    data_root=str(tiny_imagenet), workers=0, weight_decay=1e-4)
+    c = TrainConfig(
+        dataset="tiny_imagenet",
+        arch="resnet18",
+        method="w1",
+        epochs=1,
+        batch_size=4,
+        data_root=str(tiny_imagenet),
+        workers=0,
+        weight_decay=1e-4,
+    )
     final = train(c, tmp_path / "r", log=lambda *_: None)
     assert "test_top5_err" in final and final["params"] > 11e6
 
@@ -135,9 +168,32 @@ def test_imagenet_folder_training(tiny_imagenet, tmp_path):
 @pytest.mark.slow
 def test_torchrun_data_parallel_on_cpu(tiny_fashion, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
-           "-m", "onebit.cli", "train", "--dataset", "tiny_fashion", "--depth", "8", "--width", "0.25",
-           "--batch-size", "16", "--epochs", "2", "--data-root", str(tiny_fashion), "--out", str(tmp_path / "r")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29531",
+        "-m",
+        "onebit.cli",
+        "train",
+        "--dataset",
+        "tiny_fashion",
+        "--depth",
+        "8",
+        "--width",
+        "0.25",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "2",
+        "--data-root",
+        str(tiny_fashion),
+        "--out",
+        str(tmp_path / "r"),
+    ]
     # the child processes need the test dataset registered: run through a tiny wrapper
     wrapper = tmp_path / "wrapper.py"
     wrapper.write_text(
@@ -148,8 +204,9 @@ def test_torchrun_data_parallel_on_cpu(tiny_fashion, tmp_path):
         f"files = write_fashion(__import__('pathlib').Path({str(tiny_fashion)!r}) / 'tiny-ddp')\n"
         "DATASETS.register('tiny_fashion', FashionMnist('tiny_fashion', 10, 1, 28, files=files,"
         " url='file:///x/', folder='tiny-ddp', system_dir=''))\n"
-        "from onebit.cli import main\nsys.exit(main(sys.argv[1:]))\n")
-    cmd = cmd[:cmd.index("-m", 4)] + [str(wrapper)] + cmd[cmd.index("onebit.cli") + 1:]
+        "from onebit.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    )
+    cmd = cmd[: cmd.index("-m", 4)] + [str(wrapper)] + cmd[cmd.index("onebit.cli") + 1 :]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "r"
@@ -188,8 +245,25 @@ def test_finished_run_rerun_with_other_arguments_is_refused(tiny_fashion, tmp_pa
     train(cfg(tiny_fashion, epochs=1), tmp_path / "r", log=lambda *_: None)
     with pytest.raises(ConfigMismatch, match="finished run of another configuration.*epochs"):
         train(cfg(tiny_fashion, epochs=2), tmp_path / "r", log=lambda *_: None)
-    args = ["train", "--dataset", "tiny_fashion", "--depth", "8", "--width", "0.25", "--batch-size", "32",
-            "--epochs", "2", "--lr-max", "0.05", "--data-root", str(tiny_fashion), "--out", str(tmp_path / "r")]
+    args = [
+        "train",
+        "--dataset",
+        "tiny_fashion",
+        "--depth",
+        "8",
+        "--width",
+        "0.25",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "2",
+        "--lr-max",
+        "0.05",
+        "--data-root",
+        str(tiny_fashion),
+        "--out",
+        str(tmp_path / "r"),
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "another configuration" in err and "another --out" in err and "Traceback" not in err

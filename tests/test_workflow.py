@@ -19,12 +19,14 @@ REPO = Path(__file__).resolve().parents[1]
 WORKFLOW = ["workflow", "config", "profiles", "envs", "docs"]
 needs_fashion = pytest.mark.skipif(
     not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists(),
-    reason="needs Fashion-MNIST (envs/setup.sh installs Debian's dataset-fashion-mnist)")
+    reason="needs Fashion-MNIST (envs/setup.sh installs Debian's dataset-fashion-mnist)",
+)
 
 
 def snakemake(cwd, *args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +49,23 @@ def smoke(workdir):
 @needs_fashion
 def test_smoke_grid_tidy_tables(smoke):
     metrics = pd.read_parquet(smoke / "results/smoke/metrics.parquet")
-    assert {"row", "table", "method", "dataset", "width", "depth", "seed", "epoch", "split", "lr", "loss",
-            "top1_err", "epoch_seconds", "images_per_s", "peak_mem_bytes"} <= set(metrics.columns)
+    assert {
+        "row",
+        "table",
+        "method",
+        "dataset",
+        "width",
+        "depth",
+        "seed",
+        "epoch",
+        "split",
+        "lr",
+        "loss",
+        "top1_err",
+        "epoch_seconds",
+        "images_per_s",
+        "peak_mem_bytes",
+    } <= set(metrics.columns)
     grid = load_grid(smoke / "config/grids/smoke.tsv")
     assert set(metrics["row"]) == set(grid["row"])
     summary = pd.read_csv(smoke / "results/smoke/summary.csv")
@@ -76,8 +93,13 @@ def test_smoke_grid_tidy_tables(smoke):
 def test_smoke_grid_report_has_every_table(smoke):
     html = (smoke / "reports/smoke/report.html").read_text()
     titles = list(load_claims(REPO / "config/claims.yaml").tables.values()) + [
-        "Claims and what was reproduced", "Memory kept for backward", "Same network, same budget",
-        "Gradient fidelity", "Training curves and final errors", "Fashion-MNIST"]
+        "Claims and what was reproduced",
+        "Memory kept for backward",
+        "Same network, same budget",
+        "Gradient fidelity",
+        "Training curves and final errors",
+        "Fashion-MNIST",
+    ]
     for title in titles:
         assert title in html, title
     # smoke has rows of slide 16 and slide 18: both sections show what was reproduced
@@ -119,8 +141,9 @@ def test_paper_grid_dry_run_lists_every_row(workdir):
 def test_lint_and_format(workdir):
     proc = snakemake(workdir, "--lint")
     assert proc.returncode == 0 and "good condition" in proc.stdout + proc.stderr, proc.stdout[-3000:]
-    fmt = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "workflow"], cwd=workdir,
-                         capture_output=True, text=True)
+    fmt = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", "workflow"], cwd=workdir, capture_output=True, text=True
+    )
     assert fmt.returncode == 0, fmt.stderr
 
 
@@ -130,16 +153,21 @@ def test_python_is_linted_and_formatted():
     paths = ["src", "tests", "workflow/scripts", "benchmarks"]
     lint = subprocess.run([sys.executable, "-m", "ruff", "check", *paths], cwd=REPO, capture_output=True, text=True)
     assert lint.returncode == 0, lint.stdout[-3000:]
-    fmt = subprocess.run([sys.executable, "-m", "ruff", "format", "--check", *paths], cwd=REPO,
-                         capture_output=True, text=True)
+    fmt = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--check", *paths], cwd=REPO, capture_output=True, text=True
+    )
     assert fmt.returncode == 0, fmt.stdout[-3000:]
 
 
 def test_parsing_the_workflow_imports_no_torch(workdir):
     """What every job and every cluster job pays before it starts: the parse (all but a dry
     run, which builds each row's network to check it) imports no PyTorch."""
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "snakemake", "--list-rules", "--config",
-                           "grid=smoke"], cwd=workdir, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "snakemake", "--list-rules", "--config", "grid=smoke"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0 and "train" in proc.stdout, proc.stderr[-3000:]
     imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time")]
     assert "snakemake" in imported and "onebit.grid" in imported
@@ -150,8 +178,11 @@ def tree_digest(root: Path) -> dict:
     """sha256 of every file under ``root`` (byte-identity of a grid's results)."""
     import hashlib
 
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.mark.slow
@@ -193,15 +224,18 @@ def test_bad_grid_is_refused_before_any_job(workdir, tmp_path):
     assert "row 'smoke-cl', field 'method'" in out and "known methods" in out
 
 
-@pytest.mark.parametrize("edit,message", [
-    (lambda t: t.replace("\tseeds\t", "\tseed\t"), "missing columns ['seeds']"),
-    (lambda t: t.replace("runtime\n", "runtime\textra\n"), "unknown columns"),
-    (lambda t: t.replace("smoke-w1\t", "smoke-fp32\t"), "duplicate row ids ['smoke-fp32']"),
-    (lambda t: t.replace("\t8\t0.5\tw1\t", "\t9\t0.5\tw1\t"), "field 'depth': WRN depth must be 6n + 2"),
-    (lambda t: t.replace("\t0.5\tcl\t1\t0\t", "\t0.5\tcl\t1\t0,x\t"), "field 'seeds'"),
-    (lambda t: t.replace("\t0.5\tcl\t1\t", "\t-1\tcl\t1\t"), "field 'width': must be a finite positive float"),
-    (lambda t: t.replace("fashion_mnist\twrn\t8\t0.5\tw1", "mnist\twrn\t8\t0.5\tw1"), "known datasets"),
-])
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda t: t.replace("\tseeds\t", "\tseed\t"), "missing columns ['seeds']"),
+        (lambda t: t.replace("runtime\n", "runtime\textra\n"), "unknown columns"),
+        (lambda t: t.replace("smoke-w1\t", "smoke-fp32\t"), "duplicate row ids ['smoke-fp32']"),
+        (lambda t: t.replace("\t8\t0.5\tw1\t", "\t9\t0.5\tw1\t"), "field 'depth': WRN depth must be 6n + 2"),
+        (lambda t: t.replace("\t0.5\tcl\t1\t0\t", "\t0.5\tcl\t1\t0,x\t"), "field 'seeds'"),
+        (lambda t: t.replace("\t0.5\tcl\t1\t", "\t-1\tcl\t1\t"), "field 'width': must be a finite positive float"),
+        (lambda t: t.replace("fashion_mnist\twrn\t8\t0.5\tw1", "mnist\twrn\t8\t0.5\tw1"), "known datasets"),
+    ],
+)
 def test_grid_errors_name_row_and_field(tmp_path, edit, message):
     path = tmp_path / "g.tsv"
     path.write_text(edit((REPO / "config/grids/smoke.tsv").read_text()))
@@ -212,6 +246,7 @@ def test_grid_errors_name_row_and_field(tmp_path, edit, message):
 
 def test_quick_grid_runs_every_registered_method():
     from onebit import list_methods
+
     grid = load_grid(REPO / "config/grids/quick.tsv")
     assert set(grid["method"]) == set(list_methods())
     assert grid["width"].nunique() >= 2 and all(len(s) >= 2 for s in grid["seeds"])
@@ -226,9 +261,11 @@ def test_local_gpu_rows_need_a_gpu_limit(workdir):
     assert "--resources gpu=1" in proc.stderr and not (workdir / "results/paper/data").exists()
 
 
-DDP = ("row\ttable\tdataset\tarch\tdepth\twidth\tmethod\tepochs\tseeds\tbatch_size\tcrop_pad\ttrain_subset"
-       "\ttest_subset\tgpus\n"
-       "ddp\tbaseline\tfashion_mnist\twrn\t8\t0.5\tfp32\t1\t0\t32\t0\t256\t128\t2\n")
+DDP = (
+    "row\ttable\tdataset\tarch\tdepth\twidth\tmethod\tepochs\tseeds\tbatch_size\tcrop_pad\ttrain_subset"
+    "\ttest_subset\tgpus\n"
+    "ddp\tbaseline\tfashion_mnist\twrn\t8\t0.5\tfp32\t1\t0\t32\t0\t256\t128\t2\n"
+)
 
 
 @pytest.mark.slow
@@ -239,8 +276,19 @@ def test_row_of_two_gpus_runs_torchrun_through_the_rule(workdir, tmp_path):
     grid = tmp_path / "ddp.tsv"
     grid.write_text(DDP)
     target = "results/ddp/runs/ddp/seed0/final.json"
-    proc = snakemake(workdir, "--cores", "2", "--resources", "gpu=2", "--config", "grid=ddp",
-                     f"grids={{ddp: {grid}}}", "device=cpu", "--", target)
+    proc = snakemake(
+        workdir,
+        "--cores",
+        "2",
+        "--resources",
+        "gpu=2",
+        "--config",
+        "grid=ddp",
+        f"grids={{ddp: {grid}}}",
+        "device=cpu",
+        "--",
+        target,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "onebit_torchrun 2 train" in proc.stdout + proc.stderr
     run = workdir / "results/ddp/runs/ddp/seed0"
@@ -257,9 +305,24 @@ def test_report_notebook_runs_from_the_repository_as_it_is(smoke, tmp_path):
     """Opened where it lies (workflow/notebooks/), the notebook finds the repository and
     a grid's results by its parameters cell alone, as in Jupyter."""
     out = tmp_path / "executed.ipynb"
-    proc = subprocess.run([sys.executable, "-m", "papermill", "--cwd", str(smoke / "workflow/notebooks"),
-                           "workflow/notebooks/report.ipynb", str(out), "-p", "grid", "smoke"],
-                          cwd=smoke, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "papermill",
+            "--cwd",
+            str(smoke / "workflow/notebooks"),
+            "workflow/notebooks/report.ipynb",
+            str(out),
+            "-p",
+            "grid",
+            "smoke",
+        ],
+        cwd=smoke,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = out.read_text()
     assert "Same network, same budget" in text and "Traceback" not in text
@@ -269,9 +332,17 @@ def chromium():
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1400,4000"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,4000",
+]
 
 
 @pytest.mark.slow
@@ -288,13 +359,23 @@ def test_report_renders_with_no_empty_section_and_fits_the_window(smoke, tmp_pat
 
     page = tmp_path / "report.html"
     # a script that writes the page's width into the page, for --dump-dom to read back
-    page.write_text((smoke / "reports/smoke/report.html").read_text().replace(
-        "</body>", "<script>window.addEventListener('load', () => { const d = document.createElement('div');"
-        " d.id = 'measured-width'; d.textContent = document.documentElement.scrollWidth;"
-        " document.body.appendChild(d); });</script></body>"))
+    page.write_text(
+        (smoke / "reports/smoke/report.html")
+        .read_text()
+        .replace(
+            "</body>",
+            "<script>window.addEventListener('load', () => { const d = document.createElement('div');"
+            " d.id = 'measured-width'; d.textContent = document.documentElement.scrollWidth;"
+            " document.body.appendChild(d); });</script></body>",
+        )
+    )
     flags = [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run([chromium(), *flags, "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
-                         capture_output=True, text=True, timeout=180).stdout
+    dom = subprocess.run(
+        [chromium(), *flags, "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    ).stdout
     width = int(re.search(r'id="measured-width">(\d+)<', dom).group(1))
     assert width <= 1400, f"the page is {width} pixels wide"
     sections = re.split(r"<h2[^>]*>", dom)[1:]
@@ -306,16 +387,17 @@ def test_report_renders_with_no_empty_section_and_fits_the_window(smoke, tmp_pat
         assert "<table" in content or "<img" in content or len(text) > 80, f"section {title!r} is empty"
         assert "Traceback" not in text and "Error" not in text.split(" ")[:3], title
     shot = tmp_path / "report.png"
-    subprocess.run([chromium(), *flags, f"--screenshot={shot}", page.as_uri()], capture_output=True,
-                   timeout=180)
+    subprocess.run([chromium(), *flags, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=180)
     pixels = imread(shot)
     assert pixels.shape[1] == 1400 and pixels[..., :3].std() > 0.05  # rendered, not blank
 
 
 HOSTILE = "x y'\"$(touch INJECTED)`touch INJECTED`;touch INJECTED"
-TINY = ("row\ttable\tdataset\tarch\tdepth\twidth\tmethod\tepochs\tseeds\tbatch_size\tcrop_pad\ttrain_subset"
-        "\ttest_subset\tmemory\n"
-        "tiny\tbaseline\tfashion_mnist\twrn\t8\t0.25\tfp32\t1\t0\t64\t0\t128\t64\tm\n")
+TINY = (
+    "row\ttable\tdataset\tarch\tdepth\twidth\tmethod\tepochs\tseeds\tbatch_size\tcrop_pad\ttrain_subset"
+    "\ttest_subset\tmemory\n"
+    "tiny\tbaseline\tfashion_mnist\twrn\t8\t0.25\tfp32\t1\t0\t64\t0\t128\t64\tm\n"
+)
 
 
 @pytest.mark.slow
@@ -330,10 +412,26 @@ def test_hostile_values_never_reach_a_shell(workdir, tmp_path):
     grid.write_text(TINY)
     plugin = tmp_path / f"{HOSTILE}.py"
     plugin.write_text("# registers nothing\n")
-    config = {"grid": "hostile", "grids": {"hostile": str(grid)}, "data_root": f"data/{HOSTILE}",
-              "plugins": [str(plugin)], "fidelity": {}, "memory": {"hostile": {"m": {
-                  "arch": "wrn", "depth": 8, "width": 0.25, "image_size": 28, "in_channels": 1, "batch_size": 2,
-                  "steps": 1}}}}
+    config = {
+        "grid": "hostile",
+        "grids": {"hostile": str(grid)},
+        "data_root": f"data/{HOSTILE}",
+        "plugins": [str(plugin)],
+        "fidelity": {},
+        "memory": {
+            "hostile": {
+                "m": {
+                    "arch": "wrn",
+                    "depth": 8,
+                    "width": 0.25,
+                    "image_size": 28,
+                    "in_channels": 1,
+                    "batch_size": 2,
+                    "steps": 1,
+                }
+            }
+        },
+    }
     cfg = tmp_path / "hostile.yaml"
     cfg.write_text(yaml.safe_dump(config))
     proc = snakemake(workdir, "--cores", "2", "--configfile", str(cfg))
@@ -342,12 +440,14 @@ def test_hostile_values_never_reach_a_shell(workdir, tmp_path):
     data = json.loads((workdir / "results/hostile/data/fashion_mnist.json").read_text())
     assert data["data_root"].endswith(f"data/{HOSTILE}")  # reached onebit literally, whole
     refused = {
-        "row id": {"grids": {"hostile": str(_write(tmp_path / "g.tsv",
-                                                   TINY.replace("tiny\t", "a$(touch INJECTED)\t")))}},
+        "row id": {
+            "grids": {"hostile": str(_write(tmp_path / "g.tsv", TINY.replace("tiny\t", "a$(touch INJECTED)\t")))}
+        },
         "grid name": {"grid": "a;touch INJECTED", "grids": {"a;touch INJECTED": str(grid)}},
         "device": {"device": "cpu$(touch INJECTED)"},
-        "memory network": {"memory": {"hostile": {"m": {"arch": "wrn;touch INJECTED", "image_size": 8,
-                                                         "batch_size": 2}}}},
+        "memory network": {
+            "memory": {"hostile": {"m": {"arch": "wrn;touch INJECTED", "image_size": 8, "batch_size": 2}}}
+        },
     }
     for what, change in refused.items():
         bad = tmp_path / f"bad-{what.replace(' ', '-')}.yaml"
@@ -372,7 +472,8 @@ def test_workflow_runs_as_a_snakemake_module(workdir, tmp_path):
     (tmp_path / "Snakefile").write_text(
         f'configfile: "{workdir}/config/config.yaml"\n\n\n'
         f'module onebit:\n    snakefile:\n        "{workdir}/workflow/Snakefile"\n    config:\n        config\n\n\n'
-        "use rule * from onebit\n")
+        "use rule * from onebit\n"
+    )
     proc = snakemake(tmp_path, "--cores", "2", "--config", "grid=smoke")
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = pd.read_csv(tmp_path / "results/smoke/summary.csv")
@@ -381,8 +482,10 @@ def test_workflow_runs_as_a_snakemake_module(workdir, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists(),
-                    reason="needs Fashion-MNIST (envs/setup.sh installs Debian's dataset-fashion-mnist)")
+@pytest.mark.skipif(
+    not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists(),
+    reason="needs Fashion-MNIST (envs/setup.sh installs Debian's dataset-fashion-mnist)",
+)
 def test_killed_and_concurrent_pipeline(tmp_path):
     """A second invocation is refused while one runs; Snakemake SIGKILLed with its jobs;
     re-running completes only what was missing."""
@@ -395,8 +498,9 @@ def test_killed_and_concurrent_pipeline(tmp_path):
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--config", "grid=smoke"]
-    first = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
+    first = subprocess.Popen(
+        cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         deadline = time.time() + 300
         while not list(tmp_path.glob("results/smoke/runs/*/*/final.json")) and time.time() < deadline:
@@ -410,8 +514,9 @@ def test_killed_and_concurrent_pipeline(tmp_path):
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
-    done = {p: (p.stat().st_mtime_ns, json.loads(p.read_text()))
-            for p in tmp_path.glob("results/smoke/runs/*/*/final.json")}
+    done = {
+        p: (p.stat().st_mtime_ns, json.loads(p.read_text())) for p in tmp_path.glob("results/smoke/runs/*/*/final.json")
+    }
     n_rows = len(list(tmp_path.glob("results/smoke/logs/train/*/*.log")))
     # the lock of a killed Snakemake stays: the message says how to remove it
     stale = snakemake(tmp_path, "--cores", "2", "--config", "grid=smoke")
@@ -431,8 +536,9 @@ def test_killed_and_concurrent_pipeline(tmp_path):
         log = (tmp_path / "results/smoke/logs/train" / run / f"{seed}.log").read_text()
         assert f"after epoch {before['epochs']}" in log and " lr " not in log, log
         after = json.loads(p.read_text())
-        assert {k: v for k, v in after.items() if k != "wall_seconds"} == \
-            {k: v for k, v in before.items() if k != "wall_seconds"}
+        assert {k: v for k, v in after.items() if k != "wall_seconds"} == {
+            k: v for k, v in before.items() if k != "wall_seconds"
+        }
     retrained = rerun.stderr.count("rule train:") + rerun.stdout.count("rule train:")
     total = len(list(tmp_path.glob("results/smoke/runs/*/*/final.json")))
     assert retrained == total - len(done) + rerun_done and len(done) >= 1 and n_rows >= 1

@@ -15,11 +15,17 @@ __version__ = "0.2.0"
 
 #: public name -> the module that defines it
 _PUBLIC = {
-    "METHODS": "onebit.methods", "Method": "onebit.methods", "get_method": "onebit.methods",
-    "list_methods": "onebit.methods", "register_method": "onebit.methods",
-    "MODELS": "onebit.models", "create_model": "onebit.models", "list_models": "onebit.models",
+    "METHODS": "onebit.methods",
+    "Method": "onebit.methods",
+    "get_method": "onebit.methods",
+    "list_methods": "onebit.methods",
+    "register_method": "onebit.methods",
+    "MODELS": "onebit.models",
+    "create_model": "onebit.models",
+    "list_models": "onebit.models",
     "register_model": "onebit.models",
-    "export_packed": "onebit.export", "load_packed": "onebit.export",
+    "export_packed": "onebit.export",
+    "load_packed": "onebit.export",
     "UnknownNameError": "onebit.errors",
 }
 
@@ -28,7 +34,8 @@ __all__ = sorted(_PUBLIC)
 TORCH_MISSING = (
     "onebit needs PyTorch >= 2.3, which is not installed. Install the build for your machine "
     "first: on a CPU-only machine `pip install torch --index-url https://download.pytorch.org/whl/cpu`, "
-    "on a GPU machine `pip install torch` (or see pytorch.org), or `pip install 'onebit[torch]'`.")
+    "on a GPU machine `pip install torch` (or see pytorch.org), or `pip install 'onebit[torch]'`."
+)
 
 
 def require_torch() -> None:

@@ -22,10 +22,12 @@ def reestimate(model: nn.Module, batches, amp: bool = False, reduce=None) -> int
     iterable of ``(images, labels)``); ``reduce`` sums a tensor over processes under
     data parallelism. Returns the number of batches. The model is left in train mode
     and its ``num_batches_tracked`` counters are not changed."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-           and m.track_running_stats and m.running_mean is not None]
-    sums = {bn: torch.zeros(2, bn.num_features, dtype=torch.float64, device=bn.running_mean.device)
-            for bn in bns}
+    bns = [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.running_mean is not None
+    ]
+    sums = {bn: torch.zeros(2, bn.num_features, dtype=torch.float64, device=bn.running_mean.device) for bn in bns}
 
     def record(bn, args):
         x = args[0].float()

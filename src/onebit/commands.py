@@ -46,17 +46,23 @@ def _check_output(output: "str | None", *inputs, inside: "str | None" = None) ->
         raise UserError(f"the output {output} cannot be written: {ancestor} is a file, not a folder")
     for src in [*inputs, *LOADED_FILES]:
         if src and Path(src).resolve() == out:
-            raise UserError(f"the output {output} is also an input of this command; choose another path "
-                            "(nothing was written)")
+            raise UserError(
+                f"the output {output} is also an input of this command; choose another path (nothing was written)"
+            )
     if inside and out.is_relative_to(Path(inside).resolve()):
-        raise UserError(f"the output {output} lies inside {inside}, which this command reads; choose a path "
-                        "outside it (nothing was written)")
+        raise UserError(
+            f"the output {output} lies inside {inside}, which this command reads; choose a path "
+            "outside it (nothing was written)"
+        )
 
 
 def _checkpoint_config(ckpt, path) -> dict:
     """The model configuration of a onebit training checkpoint, or a UserError saying why not."""
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict) or not isinstance(
-            ckpt.get("model"), dict):
+    if (
+        not isinstance(ckpt, dict)
+        or not isinstance(ckpt.get("config"), dict)
+        or not isinstance(ckpt.get("model"), dict)
+    ):
         raise UserError(f"{path} is not a onebit training checkpoint (it needs a 'config' and a 'model')")
     config = dict(ckpt["config"])
     missing = [k for k in ("arch", "method") if k not in config]
@@ -93,8 +99,14 @@ def cmd_memory(args) -> int:
     methods = list_methods() if args.method == "all" else args.method.split(",")
     in_ch = args.in_channels or 3
     kwargs = _arch_kwargs(args)
-    require_memory(args.arch, args.image_size, args.batch_size, args.device, in_ch,
-                   **{k: v for k, v in kwargs.items() if k != "in_channels"})
+    require_memory(
+        args.arch,
+        args.image_size,
+        args.batch_size,
+        args.device,
+        in_ch,
+        **{k: v for k, v in kwargs.items() if k != "in_channels"},
+    )
     rows = []
     for name in methods:
         torch.manual_seed(args.seed)
@@ -104,10 +116,19 @@ def cmd_memory(args) -> int:
         rows[-1]["device"] = str(x.device)
         num_classes = model.onebit_config.get("num_classes", 10)
         del model, x
-    bench = benchmark(lambda m: create_model(args.arch, m, **kwargs), methods, args.batch_size,
-                      (in_ch, args.image_size, args.image_size), num_classes, device=args.device,
-                      seed=args.seed, steps=args.steps, peak=not args.no_peak, budget=args.budget,
-                      max_batch=args.max_batch)
+    bench = benchmark(
+        lambda m: create_model(args.arch, m, **kwargs),
+        methods,
+        args.batch_size,
+        (in_ch, args.image_size, args.image_size),
+        num_classes,
+        device=args.device,
+        seed=args.seed,
+        steps=args.steps,
+        peak=not args.no_peak,
+        budget=args.budget,
+        max_batch=args.max_batch,
+    )
     for r in rows:
         r.update(bench[r["method"]])
     base = next((r for r in rows if r["method"] == "fp32"), None)
@@ -121,11 +142,15 @@ def cmd_memory(args) -> int:
     if args.json or args.output:
         _emit(json.dumps(rows, indent=2) + "\n", args.output)
         return 0
-    print(f"{args.arch} {kwargs}  input {in_ch}x{args.image_size}x{args.image_size}"
-          f"  batch {args.batch_size}  device {args.device}")
-    head = (f"{'method':<10} {'paper: values/img':>18} {'bits':>4} {'paper bytes':>13}"
-            f" {'autograd keeps':>15} {'per image':>11} {'x fp32':>7} {'step peak':>11} {'x fp32':>7}"
-            f" {'step s':>8} {'x fp32':>7} {'max batch':>9}  breakdown of what autograd keeps, per image")
+    print(
+        f"{args.arch} {kwargs}  input {in_ch}x{args.image_size}x{args.image_size}"
+        f"  batch {args.batch_size}  device {args.device}"
+    )
+    head = (
+        f"{'method':<10} {'paper: values/img':>18} {'bits':>4} {'paper bytes':>13}"
+        f" {'autograd keeps':>15} {'per image':>11} {'x fp32':>7} {'step peak':>11} {'x fp32':>7}"
+        f" {'step s':>8} {'x fp32':>7} {'max batch':>9}  breakdown of what autograd keeps, per image"
+    )
     print(head)
     print("-" * len(head))
 
@@ -136,14 +161,18 @@ def cmd_memory(args) -> int:
         parts = ", ".join(f"{k} {_fmt_b(v / r['batch_size'])}" for k, v in r["saved_breakdown"].items())
         peak = format_bytes(r["peak_bytes"]) if "peak_bytes" in r else "-"
         step = f"{r['step_seconds']:.3f}" if "step_seconds" in r else "-"
-        print(f"{r['method']:<10} {r['paper_values_per_image']:>18,} {r['activation_bits']:>4}"
-              f" {_fmt_b(r['paper_bytes']):>13} {_fmt_b(r['saved_bytes']):>15}"
-              f" {_fmt_b(r['saved_bytes_per_image']):>11} {ratio(r['saved_ratio_vs_fp32']):>7}"
-              f" {peak:>11} {ratio(r.get('peak_ratio_vs_fp32')):>7} {step:>8}"
-              f" {ratio(r.get('step_ratio_vs_fp32'), '{:.2f}'):>7} {r.get('largest_batch', '-'):>9}  {parts}")
+        print(
+            f"{r['method']:<10} {r['paper_values_per_image']:>18,} {r['activation_bits']:>4}"
+            f" {_fmt_b(r['paper_bytes']):>13} {_fmt_b(r['saved_bytes']):>15}"
+            f" {_fmt_b(r['saved_bytes_per_image']):>11} {ratio(r['saved_ratio_vs_fp32']):>7}"
+            f" {peak:>11} {ratio(r.get('peak_ratio_vs_fp32')):>7} {step:>8}"
+            f" {ratio(r.get('step_ratio_vs_fp32'), '{:.2f}'):>7} {r.get('largest_batch', '-'):>9}  {parts}"
+        )
     if args.budget:
-        print(f"max batch: the largest batch whose model + optimizer state + input + step peak fit"
-              f" {format_bytes(args.budget)}")
+        print(
+            f"max batch: the largest batch whose model + optimizer state + input + step peak fit"
+            f" {format_bytes(args.budget)}"
+        )
     return 0
 
 
@@ -170,20 +199,25 @@ def cmd_fidelity(args) -> int:
     if args.dataset:
         ds = get_dataset(args.dataset)
         if not ds.in_memory:
-            raise UserError(f"fidelity takes its batch from a dataset held in memory (CIFAR, Fashion-MNIST); "
-                            f"{args.dataset} is read from image folders: leave --dataset out (a batch of noise)")
+            raise UserError(
+                f"fidelity takes its batch from a dataset held in memory (CIFAR, Fashion-MNIST); "
+                f"{args.dataset} is read from image folders: leave --dataset out (a batch of noise)"
+            )
         images, labels = ds.load(Path(args.data_root), train=False)  # a damaged file: DatasetError, exit 3
         if images.shape[1] != kwargs.get("in_channels", images.shape[1]):
-            raise UserError(f"the network takes {kwargs['in_channels']} input channels, {args.dataset} has "
-                            f"{images.shape[1]}: use the dataset the checkpoint was trained on")
-        x, y = images[:args.batch_size].float().div(255), labels[:args.batch_size]
+            raise UserError(
+                f"the network takes {kwargs['in_channels']} input channels, {args.dataset} has "
+                f"{images.shape[1]}: use the dataset the checkpoint was trained on"
+            )
+        x, y = images[: args.batch_size].float().div(255), labels[: args.batch_size]
         kwargs.setdefault("in_channels", x.shape[1])
     else:
         g = torch.Generator().manual_seed(args.seed)
         shape = (args.batch_size, kwargs.get("in_channels", 3), args.image_size, args.image_size)
         x, y = torch.rand(shape, generator=g), torch.randint(0, 10, (args.batch_size,), generator=g)
-    rows = gradient_fidelity(lambda m: create_model(args.arch, m, **kwargs), methods, x, y,
-                             draws=args.draws, seed=args.seed, state=state)
+    rows = gradient_fidelity(
+        lambda m: create_model(args.arch, m, **kwargs), methods, x, y, draws=args.draws, seed=args.seed, state=state
+    )
     source = args.checkpoint or f"{args.arch} {kwargs} initialised with seed {args.seed}"
     for r in rows:
         r.update(network=str(source), batch=args.dataset or "uniform noise", batch_size=len(x))
@@ -193,8 +227,10 @@ def cmd_fidelity(args) -> int:
     print(f"weight-gradient error relative to exact backprop, {args.draws} draws; network: {source}")
     print(f"{'method':<10} {'layer':<16} {'bias':>7} {'std':>7} {'rmse':>7} {'noise floor':>11}")
     for r in rows:
-        print(f"{r['method']:<10} {r['layer']:<16} {r['bias']:>7.3f} {r['std']:>7.3f} {r['rmse']:>7.3f}"
-              f" {r['noise_floor']:>11.3f}")
+        print(
+            f"{r['method']:<10} {r['layer']:<16} {r['bias']:>7.3f} {r['std']:>7.3f} {r['rmse']:>7.3f}"
+            f" {r['noise_floor']:>11.3f}"
+        )
     return 0
 
 
@@ -211,8 +247,10 @@ def cmd_export(args) -> int:
     except FileNotFoundError:
         raise UserError(f"checkpoint {args.checkpoint} does not exist")
     except CorruptCheckpoint as e:
-        raise UserError(f"{e}. Export the previous checkpoint ({previous_checkpoint(args.checkpoint)}) "
-                        "if it exists, or re-run the training command to rebuild it.")
+        raise UserError(
+            f"{e}. Export the previous checkpoint ({previous_checkpoint(args.checkpoint)}) "
+            "if it exists, or re-run the training command to rebuild it."
+        )
     config = _checkpoint_config(ckpt, args.checkpoint)
     model = create_model(config.pop("arch"), config.pop("method"), **config)
     try:
@@ -224,8 +262,10 @@ def cmd_export(args) -> int:
     except ValueError as e:
         raise UserError(str(e))
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"wrote {out}: {size:,} bytes ({size / 1e6:.2f} MB) for {n_params:,} parameters "
-          f"({n_params * 4 / 1e6:.1f} MB at 32 bits, {n_params * 4 / size:.1f}x smaller)")
+    print(
+        f"wrote {out}: {size:,} bytes ({size / 1e6:.2f} MB) for {n_params:,} parameters "
+        f"({n_params * 4 / 1e6:.1f} MB at 32 bits, {n_params * 4 / size:.1f}x smaller)"
+    )
     return 0
 
 
@@ -267,12 +307,22 @@ def cmd_bench(args) -> int:
     methods = args.method.split(",") if args.method != "all" else None
     if methods:
         from .methods import get_method
+
         for m in methods:
             get_method(m)
     if args.write_runtime and ("cost" not in parts or not args.grid):
         raise UserError("--write-runtime needs the cost part and a --grid")
-    out = run(args.device, args.grid, args.data_root, args.budget, args.compile, methods, parts,
-              args.train_dataset, log=lambda line: print(line, file=sys.stderr, flush=True))
+    out = run(
+        args.device,
+        args.grid,
+        args.data_root,
+        args.budget,
+        args.compile,
+        methods,
+        parts,
+        args.train_dataset,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )
     if args.write_runtime:
         from .measure.bench import write_runtime
 
@@ -289,8 +339,15 @@ def cmd_bench(args) -> int:
 def cmd_methods(args) -> int:
     from .methods import METHODS, ordered
 
-    rows = [{"method": m.name, "weight_bits": m.weight_bits, "activation_bits": m.activation_bits,
-             "description": m.description} for m in map(METHODS.get, ordered(METHODS.names()))]
+    rows = [
+        {
+            "method": m.name,
+            "weight_bits": m.weight_bits,
+            "activation_bits": m.activation_bits,
+            "description": m.description,
+        }
+        for m in map(METHODS.get, ordered(METHODS.names()))
+    ]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -306,9 +363,13 @@ def cmd_data(args) -> int:
     ds = get_dataset(args.dataset)
     _check_output(args.output, inside=args.data_root)
     ds.prepare(Path(args.data_root))  # a missing or damaged file: DatasetError, exit 3
-    info = {"dataset": ds.name, "data_root": str(Path(args.data_root).resolve()), "verified": True,
-            "num_classes": ds.num_classes, "in_channels": ds.in_channels, "image_size": ds.image_size}
+    info = {
+        "dataset": ds.name,
+        "data_root": str(Path(args.data_root).resolve()),
+        "verified": True,
+        "num_classes": ds.num_classes,
+        "in_channels": ds.in_channels,
+        "image_size": ds.image_size,
+    }
     _emit(json.dumps(info) + "\n", args.output)
     return 0
-
-

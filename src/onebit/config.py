@@ -22,10 +22,23 @@ from .errors import ConfigError
 SEED_MAX = 2**63 - 2  # the data generator is seeded with seed + 1, a signed 64-bit integer
 
 
-def option(default, help: str, *, minimum=None, exclusive_minimum=None, maximum=None,
-           exclusive_maximum=None, choices=None, registry: Optional[str] = None,
-           runtime: bool = False, grid: bool = True, required: bool = False, pattern: Optional[str] = None,
-           aliases: tuple = (), env: Optional[str] = None) -> Any:
+def option(
+    default,
+    help: str,
+    *,
+    minimum=None,
+    exclusive_minimum=None,
+    maximum=None,
+    exclusive_maximum=None,
+    choices=None,
+    registry: Optional[str] = None,
+    runtime: bool = False,
+    grid: bool = True,
+    required: bool = False,
+    pattern: Optional[str] = None,
+    aliases: tuple = (),
+    env: Optional[str] = None,
+) -> Any:
     """A field with its metadata.
 
     ``minimum`` ... ``exclusive_maximum`` bound numbers; ``choices`` lists the allowed
@@ -37,9 +50,21 @@ def option(default, help: str, *, minimum=None, exclusive_minimum=None, maximum=
     expression a string must match whole; ``env`` names an environment variable that
     gives the command line's default (the pipeline sets it, so that changing it changes
     no job's command)."""
-    meta = dict(help=help, minimum=minimum, exclusive_minimum=exclusive_minimum, maximum=maximum,
-                exclusive_maximum=exclusive_maximum, choices=choices, registry=registry,
-                runtime=runtime, grid=grid, required=required, pattern=pattern, aliases=aliases, env=env)
+    meta = dict(
+        help=help,
+        minimum=minimum,
+        exclusive_minimum=exclusive_minimum,
+        maximum=maximum,
+        exclusive_maximum=exclusive_maximum,
+        choices=choices,
+        registry=registry,
+        runtime=runtime,
+        grid=grid,
+        required=required,
+        pattern=pattern,
+        aliases=aliases,
+        env=env,
+    )
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -52,51 +77,68 @@ class TrainConfig:
     arch: str = option("wrn", "registered model", registry="model", required=True)
     method: str = option("fp32", "registered method (onebit methods)", registry="method", required=True)
     depth: int = option(20, "depth of a wide ResNet: 6n+2 (wrn), 8n+2 (wrn_imagenet)", minimum=1, maximum=1000)
-    width: float = option(4, "width k of a wide ResNet: 16k/32k/64k channels (wrn), 64k/.../512k "
-                          "(wrn_imagenet)", exclusive_minimum=0, maximum=1000)
-    epochs: int = option(63, "epochs; 63 / 127 end a cycle with t0=1, tmult=2 (126 / 254 with t0=2)",
-                         minimum=1, required=True)
-    seed: int = option(0, "seed of initialisation, data order, augmentation and noise", minimum=0,
-                       maximum=SEED_MAX, grid=False)
-    batch_size: int = option(125, "images per step (125: 400 steps per CIFAR epoch, as in the paper)",
-                             minimum=1)
-    lr_max: float = option(0.1, "learning rate at the first step of every cosine cycle",
-                           exclusive_minimum=0, aliases=("--lr",))
-    lr_min: float = option(1e-5, "floor of the cosine (the official code; [P]'s text says 1e-4)",
-                           minimum=0)
+    width: float = option(
+        4,
+        "width k of a wide ResNet: 16k/32k/64k channels (wrn), 64k/.../512k (wrn_imagenet)",
+        exclusive_minimum=0,
+        maximum=1000,
+    )
+    epochs: int = option(
+        63, "epochs; 63 / 127 end a cycle with t0=1, tmult=2 (126 / 254 with t0=2)", minimum=1, required=True
+    )
+    seed: int = option(
+        0, "seed of initialisation, data order, augmentation and noise", minimum=0, maximum=SEED_MAX, grid=False
+    )
+    batch_size: int = option(125, "images per step (125: 400 steps per CIFAR epoch, as in the paper)", minimum=1)
+    lr_max: float = option(
+        0.1, "learning rate at the first step of every cosine cycle", exclusive_minimum=0, aliases=("--lr",)
+    )
+    lr_min: float = option(1e-5, "floor of the cosine (the official code; [P]'s text says 1e-4)", minimum=0)
     momentum: float = option(0.9, "SGD momentum (not Nesterov)", minimum=0, exclusive_maximum=1)
-    weight_decay: float = option(5e-4, "weight decay of the full-precision weights "
-                                 "(5e-4 CIFAR, 1e-4 ImageNet)", minimum=0)
+    weight_decay: float = option(
+        5e-4, "weight decay of the full-precision weights (5e-4 CIFAR, 1e-4 ImageNet)", minimum=0
+    )
     t0: int = option(1, "epochs of the first warm-restart cycle ([W]: 1, [P]: 2)", minimum=1)
     tmult: int = option(2, "growth of each next cycle", minimum=1)
-    momentum_reset: bool = option(True, "zero the momentum at each warm restart (the official MATLAB "
-                                  "code does)")
+    momentum_reset: bool = option(True, "zero the momentum at each warm restart (the official MATLAB code does)")
     flip: bool = option(True, "random horizontal flips")
-    crop_pad: int = option(4, "pixels of random-valued padding before the random crop (0: no crop)",
-                           minimum=0)
+    crop_pad: int = option(4, "pixels of random-valued padding before the random crop (0: no crop)", minimum=0)
     cutout: int = option(0, "side of the cutout square (0: none; [P]'s '++' columns use 18)", minimum=0)
-    cutout_style: str = option("official", "official: the patch's corner uniform over 1-P..H-1 (it may "
-                               "hang off the border), filled with random 0-255; devries: centre uniform, "
-                               "filled with 0", choices=("official", "devries"))
+    cutout_style: str = option(
+        "official",
+        "official: the patch's corner uniform over 1-P..H-1 (it may "
+        "hang off the border), filled with random 0-255; devries: centre uniform, "
+        "filled with 0",
+        choices=("official", "devries"),
+    )
     train_subset: Optional[int] = option(None, "train on the first N images only", minimum=1)
     test_subset: Optional[int] = option(None, "test on the first N images only", minimum=1)
     fp32_first_last: bool = option(False, "keep the first and last layer's weights at 32 bits")
     bn_affine: bool = option(False, "learn BN scale and offset (ImageNet)")
-    bn_reestimate: bool = option(True, "at the end of each warm-restart cycle, set the BN statistics used "
-                                 "for testing from one pass over the augmented training set (the official "
-                                 "code); off: running averages")
-    pool_count_pad: bool = option(False, "the shortcut's 3x3 average pool divides by 9, counting the zero "
-                                  "padding (PyTorch's default); off: by the pixels inside the image (the "
-                                  "official code)")
+    bn_reestimate: bool = option(
+        True,
+        "at the end of each warm-restart cycle, set the BN statistics used "
+        "for testing from one pass over the augmented training set (the official "
+        "code); off: running averages",
+    )
+    pool_count_pad: bool = option(
+        False,
+        "the shortcut's 3x3 average pool divides by 9, counting the zero "
+        "padding (PyTorch's default); off: by the pixels inside the image (the "
+        "official code)",
+    )
     amp: bool = option(False, "bf16 autocast")
     # how, not what: excluded from the identity of a run
-    data_root: str = option("data", "folder of datasets (downloads go here; ImageNet is read from here)",
-                            runtime=True, grid=False, env="ONEBIT_DATA_ROOT")
+    data_root: str = option(
+        "data",
+        "folder of datasets (downloads go here; ImageNet is read from here)",
+        runtime=True,
+        grid=False,
+        env="ONEBIT_DATA_ROOT",
+    )
     device: str = option("auto", "auto, cpu, cuda, cuda:1, ...", runtime=True, grid=False, env="ONEBIT_DEVICE")
-    workers: int = option(4, "data-loading processes (folder datasets such as ImageNet)", minimum=0,
-                          runtime=True)
-    compile: bool = option(False, "torch.compile the model (memory measurements stay eager)",
-                           runtime=True)
+    workers: int = option(4, "data-loading processes (folder datasets such as ImageNet)", minimum=0, runtime=True)
+    compile: bool = option(False, "torch.compile the model (memory measurements stay eager)", runtime=True)
     eval_batch_size: int = option(500, "images per evaluation batch", minimum=1, runtime=True)
 
     def validate(self, build: bool = True) -> None:
@@ -109,11 +151,13 @@ class TrainConfig:
         from .data import get_dataset
 
         if self.cutout > get_dataset(self.dataset).image_size:
-            raise ConfigError(f"cutout {self.cutout} is larger than the {self.dataset} images "
-                              f"({get_dataset(self.dataset).image_size} pixels)", "cutout")
+            raise ConfigError(
+                f"cutout {self.cutout} is larger than the {self.dataset} images "
+                f"({get_dataset(self.dataset).image_size} pixels)",
+                "cutout",
+            )
         if self.lr_min > self.lr_max:
-            raise ConfigError(f"lr_min must be at most lr_max ({self.lr_max!r}), got {self.lr_min!r}",
-                              "lr_min")
+            raise ConfigError(f"lr_min must be at most lr_max ({self.lr_max!r}), got {self.lr_min!r}", "lr_min")
         if build:
             check_device(self.device)
             self.build_model(meta=True)
@@ -127,8 +171,7 @@ class TrainConfig:
         from .models import has_depth_width
 
         if has_depth_width(self.arch):  # the wide ResNets
-            kw.update(depth=self.depth, width=self.width, bn_affine=self.bn_affine,
-                      pool_count_pad=self.pool_count_pad)
+            kw.update(depth=self.depth, width=self.width, bn_affine=self.bn_affine, pool_count_pad=self.pool_count_pad)
         return kw
 
     def build_model(self, meta: bool = False):
@@ -146,8 +189,9 @@ class TrainConfig:
                     return create_model(self.arch, self.method, **kwargs)
             return create_model(self.arch, self.method, **kwargs)
         except (RuntimeError, OverflowError, MemoryError) as e:  # sizes beyond any memory
-            raise ConfigError(f"cannot build {self.arch} with {kwargs}: {type(e).__name__}: {e}; "
-                              "choose a smaller width or depth") from None
+            raise ConfigError(
+                f"cannot build {self.arch} with {kwargs}: {type(e).__name__}: {e}; choose a smaller width or depth"
+            ) from None
 
 
 def fields() -> tuple:
@@ -184,8 +228,11 @@ def describe(f: dataclasses.Field, owner=TrainConfig) -> str:
     elif lo is not None or xlo is not None:
         text = f"a {finite}{noun} {'>=' if lo is not None else '>'} {lo if lo is not None else xlo}"
     else:
-        text = (f"a {finite}{noun}" if finite or hi is not None or xhi is not None
-                else ("an " if noun[0] in "aeiou" else "a ") + noun)
+        text = (
+            f"a {finite}{noun}"
+            if finite or hi is not None or xhi is not None
+            else ("an " if noun[0] in "aeiou" else "a ") + noun
+        )
     if hi is not None:
         text += f" up to {hi}"
     elif xhi is not None:
@@ -208,9 +255,12 @@ def check_value(name: str, value, owner=TrainConfig) -> None:
             raise bad
         return
     if kind is list:
-        if (not isinstance(value, list) or not value or len(set(value)) != len(value)
-                or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= SEED_MAX
-                       for s in value)):
+        if (
+            not isinstance(value, list)
+            or not value
+            or len(set(value)) != len(value)
+            or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= SEED_MAX for s in value)
+        ):
             raise bad
         return
     if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
@@ -228,10 +278,12 @@ def check_value(name: str, value, owner=TrainConfig) -> None:
         if m.get("registry"):
             registry_of(m["registry"]).get(value)  # UnknownNameError lists the known names
         return
-    if ((m.get("minimum") is not None and value < m["minimum"])
-            or (m.get("exclusive_minimum") is not None and value <= m["exclusive_minimum"])
-            or (m.get("maximum") is not None and value > m["maximum"])
-            or (m.get("exclusive_maximum") is not None and value >= m["exclusive_maximum"])):
+    if (
+        (m.get("minimum") is not None and value < m["minimum"])
+        or (m.get("exclusive_minimum") is not None and value <= m["exclusive_minimum"])
+        or (m.get("maximum") is not None and value > m["maximum"])
+        or (m.get("exclusive_maximum") is not None and value >= m["exclusive_maximum"])
+    ):
         raise bad
 
 
@@ -256,8 +308,10 @@ def check_device(name: str) -> None:
         raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"device {name!r} was asked for but no CUDA GPU is available here "
-                              "(torch.cuda.is_available() is False); use --device cpu or auto")
+            raise ConfigError(
+                f"device {name!r} was asked for but no CUDA GPU is available here "
+                "(torch.cuda.is_available() is False); use --device cpu or auto"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ConfigError(f"device {name!r}: only {torch.cuda.device_count()} GPU(s) here")
     elif device.type != "cpu":
@@ -265,6 +319,7 @@ def check_device(name: str) -> None:
 
 
 # ------------------------------------------------------------------ text <-> values
+
 
 def parse_text(text: str, kind: type, optional: bool = False):
     """A value of ``kind`` from its text in a grid cell or on the command line
@@ -322,8 +377,14 @@ def add_arguments(parser) -> None:
         if kind is bool:
             parser.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, default=default, help=help_)
             continue
-        parser.add_argument(flag(f.name), *f.metadata["aliases"], dest=f.name,
-                            type=_argument_type(f, kind, optional), default=default, help=help_)
+        parser.add_argument(
+            flag(f.name),
+            *f.metadata["aliases"],
+            dest=f.name,
+            type=_argument_type(f, kind, optional),
+            default=default,
+            help=help_,
+        )
 
 
 def _argument_type(f, kind, optional):

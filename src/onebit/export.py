@@ -35,8 +35,10 @@ def export_packed(model: nn.Module, path: "str | os.PathLike") -> int:
         raise UserError("export needs a model built by onebit.create_model")
     layers = dict(_binary_layers(model))
     if not layers:
-        raise UserError(f"method {config['method']!r} has no binary weights: nothing to pack; "
-                         "export a model trained with a 1-bit-weight method such as 'w1'")
+        raise UserError(
+            f"method {config['method']!r} has no binary weights: nothing to pack; "
+            "export a model trained with a 1-bit-weight method such as 'w1'"
+        )
     binary = {}
     with torch.no_grad():
         for name, mod in layers.items():
@@ -45,10 +47,11 @@ def export_packed(model: nn.Module, path: "str | os.PathLike") -> int:
             rebuilt = torch.where(w_hat >= 0, 1.0, -1.0) * scale.view(-1, *[1] * (w_hat.dim() - 1))
             # the forward weight must be +-scale per output channel to be packed
             if not torch.equal(rebuilt, w_hat):
-                raise UserError(f"layer {name!r}: the weight quantizer of "
-                                 f"{config['method']!r} is not a per-channel sign; cannot pack")
-            binary[name + ".weight"] = {"bits": pack_bits(w_hat >= 0), "shape": list(w_hat.shape),
-                                        "scale": scale}
+                raise UserError(
+                    f"layer {name!r}: the weight quantizer of "
+                    f"{config['method']!r} is not a per-channel sign; cannot pack"
+                )
+            binary[name + ".weight"] = {"bits": pack_bits(w_hat >= 0), "shape": list(w_hat.shape), "scale": scale}
     rest = {k: v for k, v in model.state_dict().items() if k not in binary}
     blob = {"format": FORMAT, "config": dict(config), "binary": binary, "tensors": rest}
     import io
@@ -70,8 +73,10 @@ def load_packed(path: "str | os.PathLike", map_location="cpu") -> nn.Module:
     except FileNotFoundError:
         raise
     except Exception as e:  # truncated, or not written by torch.save
-        raise UserError(f"{path}: not a onebit packed model, or a truncated one "
-                         f"({type(e).__name__}); export it again with 'onebit export'") from None
+        raise UserError(
+            f"{path}: not a onebit packed model, or a truncated one "
+            f"({type(e).__name__}); export it again with 'onebit export'"
+        ) from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise UserError(f"{path}: not a onebit packed model (expected format {FORMAT!r})")
     config = dict(blob["config"])
@@ -82,5 +87,5 @@ def load_packed(path: "str | os.PathLike", map_location="cpu") -> nn.Module:
         state[name] = signs * b["scale"].view(-1, *[1] * (len(b["shape"]) - 1))
     model.load_state_dict(state)
     for name, mod in _binary_layers(model):  # the stored +-scale weights are the forward weights:
-        mod.quantize_weight = False           # no quantizer re-applied (exact for every method)
+        mod.quantize_weight = False  # no quantizer re-applied (exact for every method)
     return model.eval()

@@ -29,22 +29,39 @@ ROW_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._+-]{0,79}"
 class Job:
     """The columns of a grid row beyond the run's own fields."""
 
-    row: str = option("", "unique id of the row, also its run directory's name: letters, digits and "
-                      ". _ + - (at most 80, starting with a letter or digit)", required=True,
-                      pattern=ROW_PATTERN)
-    table: str = option("", "the table the row belongs to: a paper table (slide16, slide17, slide18, "
-                        "table1, table2) or baseline, peers, ablation, memory", required=True)
+    row: str = option(
+        "",
+        "unique id of the row, also its run directory's name: letters, digits and "
+        ". _ + - (at most 80, starting with a letter or digit)",
+        required=True,
+        pattern=ROW_PATTERN,
+    )
+    table: str = option(
+        "",
+        "the table the row belongs to: a paper table (slide16, slide17, slide18, "
+        "table1, table2) or baseline, peers, ablation, memory",
+        required=True,
+    )
     seeds: list = option(None, "seeds, one run each (comma-separated)", required=True)
-    paper_source: Optional[str] = option(None, "published number of this row in config/published.tsv: "
-                                         "its source (W2017, P2018)")
+    paper_source: Optional[str] = option(
+        None, "published number of this row in config/published.tsv: its source (W2017, P2018)"
+    )
     paper_table: Optional[str] = option(None, "... its table")
     paper_row: Optional[str] = option(None, "... its row")
-    memory: Optional[str] = option(None, "the memory measurement of this row's network (a key of the "
-                                   "grid's memory: entry in config/config.yaml)")
-    gpus: int = option(0, "GPUs of one job; more than 1 runs torchrun with one process per GPU "
-                       "(with device: cpu, that many CPU processes)", minimum=0)
-    cpus: int = option(0, "CPU threads of one job (OMP_NUM_THREADS; on SLURM --cpus-per-task); 0: "
-                       "threads_per_job of config/config.yaml", minimum=0)
+    memory: Optional[str] = option(
+        None, "the memory measurement of this row's network (a key of the grid's memory: entry in config/config.yaml)"
+    )
+    gpus: int = option(
+        0,
+        "GPUs of one job; more than 1 runs torchrun with one process per GPU "
+        "(with device: cpu, that many CPU processes)",
+        minimum=0,
+    )
+    cpus: int = option(
+        0,
+        "CPU threads of one job (OMP_NUM_THREADS; on SLURM --cpus-per-task); 0: threads_per_job of config/config.yaml",
+        minimum=0,
+    )
     mem_mb: int = option(4000, "memory of one job, MB (SLURM --mem)", minimum=1)
     runtime: int = option(60, "wall time of one job, minutes (SLURM --time)", minimum=1)
 
@@ -75,10 +92,12 @@ def load_grid(path: "str | Path", check: bool = True, build: bool = True) -> pd.
     where = f"grid {path}"
     try:
         # whole-line comments only: a '#' inside a cell is data (pandas' comment= would cut the row)
-        lines = [line for line in path.read_text(encoding="utf-8-sig").splitlines(keepends=True)
-                 if not line.lstrip().startswith("#")]
-        raw = pd.read_csv(io.StringIO("".join(lines)), sep="\t", dtype=str, keep_default_na=False,
-                          index_col=False)
+        lines = [
+            line
+            for line in path.read_text(encoding="utf-8-sig").splitlines(keepends=True)
+            if not line.lstrip().startswith("#")
+        ]
+        raw = pd.read_csv(io.StringIO("".join(lines)), sep="\t", dtype=str, keep_default_na=False, index_col=False)
     except FileNotFoundError:
         raise GridError(f"{where} does not exist") from None
     except IsADirectoryError:
@@ -93,9 +112,13 @@ def load_grid(path: "str | Path", check: bool = True, build: bool = True) -> pd.
     missing = [c for c, (f, _) in cols.items() if f.metadata["required"] and c not in raw.columns]
     extra = [c for c in raw.columns if c not in cols]
     if missing or extra:
-        raise GridError(f"{where}: " + "; ".join(
-            ([f"missing columns {missing}"] if missing else []) + ([f"unknown columns {extra}"] if extra else []))
-            + f". The columns are: {', '.join(cols)} (config/README.md)")
+        raise GridError(
+            f"{where}: "
+            + "; ".join(
+                ([f"missing columns {missing}"] if missing else []) + ([f"unknown columns {extra}"] if extra else [])
+            )
+            + f". The columns are: {', '.join(cols)} (config/README.md)"
+        )
     if raw.empty:
         raise GridError(f"{where} has no rows")
     records = []
@@ -127,8 +150,7 @@ def load_grid(path: "str | Path", check: bool = True, build: bool = True) -> pd.
                 run_config(out, out["seeds"][0]).validate(build=build)
             except (ValueError, KeyError) as e:
                 field = getattr(e, "field", None)
-                raise GridError(f"{where}, row {rid!r}" + (f", field {field!r}" if field else "")
-                                + f": {e}") from None
+                raise GridError(f"{where}, row {rid!r}" + (f", field {field!r}" if field else "") + f": {e}") from None
         records.append(out)
     grid = pd.DataFrame(records, dtype=object)  # keeps ints as ints next to empty cells
     dup = grid["row"][grid["row"].duplicated()].tolist()
@@ -201,15 +223,19 @@ def check_workflow(config: dict, grid_name: str, root: "str | Path", build: bool
             raise GridError(f"memory.{grid_name}.{name}: {e}") from None
     for row, name in grid["memory"].dropna().items():
         if name not in memory:
-            raise GridError(f"grid {grid_name!r}, row {row!r}, field 'memory': {name!r} is not a memory "
-                            f"measurement of this grid (config memory.{grid_name}: {', '.join(memory) or 'none'})")
+            raise GridError(
+                f"grid {grid_name!r}, row {row!r}, field 'memory': {name!r} is not a memory "
+                f"measurement of this grid (config memory.{grid_name}: {', '.join(memory) or 'none'})"
+            )
     # a grid without a fidelity entry gets an empty fidelity table
     fidelity = config["fidelity"].get(grid_name)
     if fidelity and fidelity["row"] not in grid.index:
         raise GridError(f"fidelity: row {fidelity['row']!r} is not in grid {grid_name!r}")
     if fidelity and fidelity["seed"] not in grid.loc[fidelity["row"], "seeds"]:
-        raise GridError(f"fidelity: seed {fidelity['seed']} is not a seed of row {fidelity['row']!r} "
-                        f"(its seeds: {grid.loc[fidelity['row'], 'seeds']})")
+        raise GridError(
+            f"fidelity: seed {fidelity['seed']} is not a seed of row {fidelity['row']!r} "
+            f"(its seeds: {grid.loc[fidelity['row'], 'seeds']})"
+        )
     from .report.claims import claims_path, load_claims
     from .report.tables import load_published
 
@@ -217,8 +243,10 @@ def check_workflow(config: dict, grid_name: str, root: "str | Path", build: bool
     try:
         load_claims(published, load_published(published))
     except OSError as e:
-        raise GridError(f"published: cannot read {published} ({e.strerror or e}); config 'published' names "
-                        "the table of published numbers (config/published.tsv).") from None
+        raise GridError(
+            f"published: cannot read {published} ({e.strerror or e}); config 'published' names "
+            "the table of published numbers (config/published.tsv)."
+        ) from None
     checked = Workflow(grid, str(grid_path), str(published), memory, fidelity, str(claims_path(published)))
     if build:
         check_networks(checked, grid_name)
@@ -237,8 +265,9 @@ def check_networks(checked: Workflow, grid_name: str) -> None:
             run_config(row, row["seeds"][0]).validate()
         except (ValueError, KeyError) as e:
             field = getattr(e, "field", None)
-            raise GridError(f"grid {checked.grid_path}, row {rid!r}" + (f", field {field!r}" if field else "")
-                            + f": {e}") from None
+            raise GridError(
+                f"grid {checked.grid_path}, row {rid!r}" + (f", field {field!r}" if field else "") + f": {e}"
+            ) from None
     for name, spec in checked.memory.items():
         try:
             kw = {k: spec[k] for k in ("depth", "width") if k in spec}

@@ -40,8 +40,9 @@ def load_entry_points() -> list[str]:
             try:
                 ep.load()
             except Exception as e:  # a broken third-party package: say which
-                raise PluginError(f"plugin {key} (group {ENTRY_POINT_GROUP}) failed to load: "
-                                 f"{type(e).__name__}: {e}") from None
+                raise PluginError(
+                    f"plugin {key} (group {ENTRY_POINT_GROUP}) failed to load: {type(e).__name__}: {e}"
+                ) from None
             _loaded.add(key)
         names.append(key)
     return names
@@ -73,7 +74,9 @@ def load_plugins(spec: "str | list[str] | None" = None) -> list[str]:
         except ModuleNotFoundError as e:
             raise PluginError(f"plugin module {item!r} cannot be imported ({e})") from None
         except (Exception, SystemExit) as e:  # the plugin's own code failed (or exited): say which plugin
-            raise PluginError(f"plugin {item} failed while loading ({type(e).__name__}: {e}); fix it or "
-                             "leave it out of --plugins / ONEBIT_PLUGINS / the pipeline's plugins") from None
+            raise PluginError(
+                f"plugin {item} failed while loading ({type(e).__name__}: {e}); fix it or "
+                "leave it out of --plugins / ONEBIT_PLUGINS / the pipeline's plugins"
+            ) from None
         _loaded.add(item)
     return items

@@ -35,9 +35,7 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             known = ", ".join(sorted(self._items)) or "(none)"
-            raise UnknownNameError(
-                f"unknown {self.kind} {name!r}; known {self.kind}s: {known}"
-            ) from None
+            raise UnknownNameError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}") from None
 
     def unregister(self, name: str) -> None:
         self._items.pop(name, None)
@@ -50,4 +48,3 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
-

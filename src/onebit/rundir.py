@@ -40,8 +40,11 @@ STATE_KEYS = ("model", "optimizer", "epoch", "step", "metrics", "run_config", "r
 
 def _diff(existing: dict, requested: dict) -> dict:
     keys = sorted(set(existing) | set(requested))
-    return {k: (existing.get(k, "(absent)"), requested.get(k, "(absent)")) for k in keys
-            if existing.get(k, "(absent)") != requested.get(k, "(absent)")}
+    return {
+        k: (existing.get(k, "(absent)"), requested.get(k, "(absent)"))
+        for k in keys
+        if existing.get(k, "(absent)") != requested.get(k, "(absent)")
+    }
 
 
 class RunDir:
@@ -54,8 +57,16 @@ class RunDir:
         self.checkpoint = self.path / "checkpoint.pt"
 
     #: what a run directory may hold besides temporaries and set-aside checkpoints
-    OWN = {".lock", "config.json", "env.json", "metrics.jsonl", "final.json", "checkpoint.pt",
-           "checkpoint.pt.prev", "checkpoint.pt.new"}
+    OWN = {
+        ".lock",
+        "config.json",
+        "env.json",
+        "metrics.jsonl",
+        "final.json",
+        "checkpoint.pt",
+        "checkpoint.pt.prev",
+        "checkpoint.pt.new",
+    }
 
     @contextmanager
     def open(self, identity: dict):
@@ -83,13 +94,19 @@ class RunDir:
             raise ConfigMismatch(f"--out {self.path} is a file; give a folder for the run (new or its own)")
         if not self.path.is_dir():
             return
-        foreign = sorted(p.name for p in self.path.iterdir() if p.name not in self.OWN
-                         and not p.name.startswith("checkpoint.pt.corrupt-")
-                         and not (p.name.startswith(".") and p.name.endswith(".tmp")))
+        foreign = sorted(
+            p.name
+            for p in self.path.iterdir()
+            if p.name not in self.OWN
+            and not p.name.startswith("checkpoint.pt.corrupt-")
+            and not (p.name.startswith(".") and p.name.endswith(".tmp"))
+        )
         if foreign:
             shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
-            raise ConfigMismatch(f"{self.path} holds files that are not part of a onebit run ({shown}): nothing "
-                                 "was written. Use a new or empty folder for --out.")
+            raise ConfigMismatch(
+                f"{self.path} holds files that are not part of a onebit run ({shown}): nothing "
+                "was written. Use a new or empty folder for --out."
+            )
         self.check_identity(identity)
 
     def check_identity(self, identity: dict) -> None:
@@ -101,15 +118,18 @@ class RunDir:
                 if not isinstance(held, dict):
                     raise ValueError("not a JSON object")
             except (OSError, ValueError) as e:
-                raise ConfigMismatch(f"{path} is damaged ({e}); it was not touched. Move it away (the run "
-                                     "then restarts or resumes from its checkpoint) or use another --out.") from None
+                raise ConfigMismatch(
+                    f"{path} is damaged ({e}); it was not touched. Move it away (the run "
+                    "then restarts or resumes from its checkpoint) or use another --out."
+                ) from None
             held = held.get(key, {}) if key else {k: held.get(k, "(absent)") for k in identity}
             if held != identity:
                 state = "a finished" if self.final.exists() else "an unfinished"
                 raise ConfigMismatch(
                     f"{self.path} holds {state} run of another configuration "
                     f"(field: (existing, requested): {_diff(held, identity)}). Use another --out for "
-                    "the new configuration, or delete that directory to replace its run.")
+                    "the new configuration, or delete that directory to replace its run."
+                )
 
     def finished(self) -> Optional[dict]:
         return json.loads(self.final.read_text()) if self.final.exists() else None
@@ -130,9 +150,11 @@ class RunDir:
                 state = load_checkpoint(path, map_location=map_location)
             except CorruptCheckpoint as e:
                 moved = set_aside(path).name if self.main else path.name
-                then = ("falling back to the previous checkpoint"
-                        if path == self.checkpoint and previous_checkpoint(path).exists()
-                        else "restarting the run from epoch 0")
+                then = (
+                    "falling back to the previous checkpoint"
+                    if path == self.checkpoint and previous_checkpoint(path).exists()
+                    else "restarting the run from epoch 0"
+                )
                 self.log(f"WARNING: {e}. It was renamed to {moved}; {then}.")
                 continue
             self._check_state(path, state, identity)
@@ -152,23 +174,27 @@ class RunDir:
 
     def _check_state(self, path: Path, state, identity: dict) -> None:
         if not isinstance(state, dict):
-            raise StateVersionError(f"{path} is a verified file but not a onebit training state; "
-                                    "move it out of the run directory")
+            raise StateVersionError(
+                f"{path} is a verified file but not a onebit training state; move it out of the run directory"
+            )
         version = state.get("format", 1)
         if not isinstance(version, int) or version > STATE_FORMAT:
             raise StateVersionError(
                 f"{path} was written by a newer onebit (training-state format {version!r}; this one "
-                f"reads up to {STATE_FORMAT}). Resume it with that version, or use another --out.")
+                f"reads up to {STATE_FORMAT}). Resume it with that version, or use another --out."
+            )
         missing = [k for k in STATE_KEYS if k not in state]
         if missing:
             raise StateVersionError(
                 f"{path} (training-state format {version}) lacks {missing}: it cannot be resumed by "
-                "this version. Move it away to restart the run, or use another --out.")
+                "this version. Move it away to restart the run, or use another --out."
+            )
         if state["run_config"] != identity:
             raise ConfigMismatch(
                 f"{path} holds the state of a run of another configuration (field: (checkpoint, "
                 f"requested): {_diff(state['run_config'], identity)}). It was not touched: move it "
-                "away, or use another --out.")
+                "away, or use another --out."
+            )
         # format 1 -> 2 added only the "format" key: the state itself is the same
 
     def save(self, state: dict) -> None:
@@ -177,8 +203,7 @@ class RunDir:
 
     def write_metrics(self, metrics: list) -> None:
         if self.main:
-            atomic_write_text(self.metrics, "".join(json.dumps(m) + "\n" for m in metrics),
-                              fault="metrics")
+            atomic_write_text(self.metrics, "".join(json.dumps(m) + "\n" for m in metrics), fault="metrics")
 
     def finish(self, metrics: list, final: dict) -> None:
         if self.main:

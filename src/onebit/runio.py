@@ -35,8 +35,10 @@ def fault_point(name: str) -> None:
     if target != name:
         return
     if not (count or "1").isdigit():
-        raise UserError(f"ONEBIT_FAULT={spec!r}: the test hook takes POINT:N with N a positive integer "
-                         "(unset ONEBIT_FAULT to train normally)")
+        raise UserError(
+            f"ONEBIT_FAULT={spec!r}: the test hook takes POINT:N with N a positive integer "
+            "(unset ONEBIT_FAULT to train normally)"
+        )
     _FAULT_COUNTS[name] = _FAULT_COUNTS.get(name, 0) + 1
     if _FAULT_COUNTS[name] == int(count or 1):
         os.kill(os.getpid(), signal.SIGKILL)
@@ -128,9 +130,9 @@ def load_checkpoint(path: Path, map_location=None):
     path = Path(path)
     data = path.read_bytes()
     n = len(_MAGIC) + 32
-    if len(data) < n or data[-len(_MAGIC):] != _MAGIC:
+    if len(data) < n or data[-len(_MAGIC) :] != _MAGIC:
         raise CorruptCheckpoint(f"{path} is truncated or not a onebit checkpoint (no end marker)")
-    payload, digest = data[:-n], data[-n:-len(_MAGIC)]
+    payload, digest = data[:-n], data[-n : -len(_MAGIC)]
     if hashlib.sha256(payload).digest() != digest:
         raise CorruptCheckpoint(f"{path} is corrupted (sha256 of its content does not match)")
     try:
@@ -167,8 +169,10 @@ class RunLock:
             holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "unknown"
             os.close(self.fd)
             if e.errno in (errno.EWOULDBLOCK, errno.EACCES):
-                raise RunLocked(f"{self.path.parent} is being written by another onebit process "
-                                f"(pid {holder}); wait for it to finish or use another --out") from None
+                raise RunLocked(
+                    f"{self.path.parent} is being written by another onebit process "
+                    f"(pid {holder}); wait for it to finish or use another --out"
+                ) from None
             raise
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, str(os.getpid()).encode(), 0)
@@ -195,10 +199,17 @@ def git_revision(cwd: Path | None = None) -> tuple[str | None, bool | None]:
     """(commit, dirty) of the source tree the package runs from, or (None, None)."""
     cwd = cwd or Path(__file__).resolve().parent
     try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
-                             text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
         return rev, bool(dirty)
     except (OSError, subprocess.SubprocessError):
         return None, None
@@ -209,10 +220,15 @@ def environment(device: torch.device) -> dict:
 
     rev, dirty = git_revision()
     return {
-        "git_revision": rev, "git_dirty": dirty, "onebit_version": __version__,
-        "torch_version": torch.__version__, "python_version": platform.python_version(),
+        "git_revision": rev,
+        "git_dirty": dirty,
+        "onebit_version": __version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
         "device": str(device),
-        "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
-                        else platform.processor() or platform.machine()),
-        "threads": torch.get_num_threads(), "hostname": platform.node(),
+        "device_name": (
+            torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+        ),
+        "threads": torch.get_num_threads(),
+        "hostname": platform.node(),
     }

@@ -25,14 +25,22 @@ def _property(f, owner) -> dict:
     kind, optional = kind_of(f, owner)
     m = f.metadata
     if kind is list:
-        prop = {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 2**63 - 2},
-                "minItems": 1, "uniqueItems": True}
+        prop = {
+            "type": "array",
+            "items": {"type": "integer", "minimum": 0, "maximum": 2**63 - 2},
+            "minItems": 1,
+            "uniqueItems": True,
+        }
     else:
         prop = {"type": [_JSON_TYPE[kind], "null"] if optional else _JSON_TYPE[kind]}
         if kind is str:
             prop["minLength"] = 1
-    for key, name in (("minimum", "minimum"), ("exclusive_minimum", "exclusiveMinimum"),
-                      ("maximum", "maximum"), ("exclusive_maximum", "exclusiveMaximum")):
+    for key, name in (
+        ("minimum", "minimum"),
+        ("exclusive_minimum", "exclusiveMinimum"),
+        ("maximum", "maximum"),
+        ("exclusive_maximum", "exclusiveMaximum"),
+    ):
         if m.get(key) is not None:
             prop[name] = m[key]
     if m.get("pattern"):
@@ -48,8 +56,8 @@ def grid_schema() -> dict:
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "description": "One row of an experiment grid (config/grids/*.tsv), as onebit.grid.load_grid "
-                       "returns it. Generated from onebit.config.TrainConfig and onebit.grid.Job by "
-                       "`python -m onebit.schema`; do not edit.",
+        "returns it. Generated from onebit.config.TrainConfig and onebit.grid.Job by "
+        "`python -m onebit.schema`; do not edit.",
         "type": "object",
         "properties": {name: _property(f, owner) for name, (f, owner) in cols.items()},
         "required": list(cols),
@@ -67,21 +75,34 @@ def _default(f) -> str:
 
 def config_readme() -> str:
     config = yaml.safe_load((REPO / CONFIG_SCHEMA).read_text())
-    lines = ["# Configuration", "",
-             "Generated from `workflow/schemas/config.schema.yaml`, `onebit.config.TrainConfig` and "
-             "`onebit.grid.Job` by `python -m onebit.schema`; do not edit.", "",
-             "## `config/config.yaml`", "",
-             "Override any key with `snakemake --config key=value` or `--configfile file.yaml`.", "",
-             "| key | meaning |", "|---|---|"]
+    lines = [
+        "# Configuration",
+        "",
+        "Generated from `workflow/schemas/config.schema.yaml`, `onebit.config.TrainConfig` and "
+        "`onebit.grid.Job` by `python -m onebit.schema`; do not edit.",
+        "",
+        "## `config/config.yaml`",
+        "",
+        "Override any key with `snakemake --config key=value` or `--configfile file.yaml`.",
+        "",
+        "| key | meaning |",
+        "|---|---|",
+    ]
     for key, prop in config["properties"].items():
         lines.append(f"| `{key}` | {prop.get('description', '')} |")
-    lines += ["", "## Grid columns (`config/grids/*.tsv`)", "",
-              "A grid is a tab-separated table, one row per table row of a paper; `#` lines are comments. "
-              "Required columns must be present and filled; any other column may be left out or left "
-              "empty, and then takes its default. The run columns are `onebit train`'s options "
-              "(`--crop-pad` for `crop_pad`; booleans as 0/1); `seeds` lists the seeds, one job each. "
-              "The pipeline sets `data_root` and `device` for every job (keys above).", "",
-              "| column | kind | allowed | default | meaning |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Grid columns (`config/grids/*.tsv`)",
+        "",
+        "A grid is a tab-separated table, one row per table row of a paper; `#` lines are comments. "
+        "Required columns must be present and filled; any other column may be left out or left "
+        "empty, and then takes its default. The run columns are `onebit train`'s options "
+        "(`--crop-pad` for `crop_pad`; booleans as 0/1); `seeds` lists the seeds, one job each. "
+        "The pipeline sets `data_root` and `device` for every job (keys above).",
+        "",
+        "| column | kind | allowed | default | meaning |",
+        "|---|---|---|---|---|",
+    ]
     for name, (f, owner) in columns().items():
         kind = "job" if owner.__name__ == "Job" else "run"
         default = "required" if f.metadata["required"] else _default(f)
@@ -90,8 +111,7 @@ def config_readme() -> str:
 
 
 def generated() -> dict:
-    return {GRID_SCHEMA: yaml.safe_dump(grid_schema(), sort_keys=False, width=100),
-            CONFIG_README: config_readme()}
+    return {GRID_SCHEMA: yaml.safe_dump(grid_schema(), sort_keys=False, width=100), CONFIG_README: config_readme()}
 
 
 def main(argv=None) -> int:

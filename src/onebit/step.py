@@ -22,9 +22,15 @@ def autocast(device: torch.device, amp: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor,
-               method: "Method | None" = None, amp: bool = False,
-               check_finite: bool = True) -> tuple[Tensor, Tensor]:
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: Tensor,
+    y: Tensor,
+    method: "Method | None" = None,
+    amp: bool = False,
+    check_finite: bool = True,
+) -> tuple[Tensor, Tensor]:
     """Forward, cross-entropy, backward, SGD step and the method's ``after_step``
     (e.g. BinaryConnect's clipping); returns the (detached) loss and logits.
 

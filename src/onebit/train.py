@@ -56,6 +56,7 @@ class Progress:
         self.enabled, self.bar, self.last = enabled, None, time.monotonic()
         if enabled and sys.stderr.isatty():
             from tqdm import tqdm
+
             self.bar = tqdm(total=total, desc=desc, leave=False)
 
     def update(self, i: int, loss: float) -> None:
@@ -83,8 +84,11 @@ class Trainer:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
             torch.cuda.set_device(self.device)
         if cfg.batch_size % self.world:
-            raise ConfigError(f"batch_size {cfg.batch_size} is the global batch of a step and must be a "
-                              f"multiple of the {self.world} processes", "batch_size")
+            raise ConfigError(
+                f"batch_size {cfg.batch_size} is the global batch of a step and must be a "
+                f"multiple of the {self.world} processes",
+                "batch_size",
+            )
         self.main = self.rank == 0
         self.rundir = RunDir(out, main=self.main, log=log)
         self.ds = get_dataset(cfg.dataset)
@@ -104,24 +108,34 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         self.model = self.net = model
         self.n_params = sum(p.numel() for p in model.parameters())
-        self.opt = torch.optim.SGD(model.parameters(), lr=cfg.lr_max, momentum=cfg.momentum,
-                                   weight_decay=cfg.weight_decay)
+        self.opt = torch.optim.SGD(
+            model.parameters(), lr=cfg.lr_max, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
         if self.world > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         if cfg.compile:
             self.net = torch.compile(self.net)
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
-        self.train_batches, self.test_batches = make_batches(cfg, self.ds, self.device, self.gen,
-                                                             self.rank, self.world)
+        self.train_batches, self.test_batches = make_batches(cfg, self.ds, self.device, self.gen, self.rank, self.world)
 
     # ------------------------------------------------------------ state
     def _state(self, epoch, step, metrics) -> dict:
-        return {"config": self.model.onebit_config, "model": self.model.state_dict(),
-                "optimizer": self.opt.state_dict(), "epoch": epoch, "step": step,
-                "metrics": metrics, "run_config": self.cfg.identity(),
-                "rng": {"torch": torch.get_rng_state(), "data": self.gen.get_state(),
-                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}}
+        return {
+            "config": self.model.onebit_config,
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "epoch": epoch,
+            "step": step,
+            "metrics": metrics,
+            "run_config": self.cfg.identity(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "data": self.gen.get_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            },
+        }
 
     def _restore(self, ck: dict):
         try:
@@ -130,7 +144,8 @@ class Trainer:
         except (RuntimeError, ValueError, KeyError) as e:
             raise StateVersionError(
                 f"{self.rundir.checkpoint} does not fit this run's model ({str(e).splitlines()[0][:200]}); it "
-                "was not touched: move it away to restart the run, or use another --out") from None
+                "was not touched: move it away to restart the run, or use another --out"
+            ) from None
         torch.set_rng_state(ck["rng"]["torch"])
         self.gen.set_state(ck["rng"]["data"])
         if ck["rng"].get("cuda") is not None and torch.cuda.is_available():
@@ -171,7 +186,8 @@ class Trainer:
                 raise NonFiniteLoss(
                     f"{e} at epoch {epoch + 1}, step {i + 1} (learning rate {lr:.3g}). The run stopped; "
                     f"{self.rundir.checkpoint} holds the last good epoch, if any. Lower --lr, check the "
-                    "data, or try without --amp.") from None
+                    "data, or try without --amp."
+                ) from None
             step += 1
             fault_point("step")
             loss_sum += loss.item() * len(yb)
@@ -182,9 +198,16 @@ class Trainer:
         progress.close()
         seconds = time.perf_counter() - t_start
         loss_sum, correct, seen = self._reduce(loss_sum, correct, seen)
-        return step, {"split": "train", "lr": lr, "loss": loss_sum / seen, "top1_err": 100 * (1 - correct / seen),
-                      "epoch_seconds": seconds, "data_seconds": data_time, "images": int(seen),
-                      "images_per_s": seen / seconds}
+        return step, {
+            "split": "train",
+            "lr": lr,
+            "loss": loss_sum / seen,
+            "top1_err": 100 * (1 - correct / seen),
+            "epoch_seconds": seconds,
+            "data_seconds": data_time,
+            "images": int(seen),
+            "images_per_s": seen / seconds,
+        }
 
     def reestimate_bn(self, epoch: int) -> None:
         """The official code's test-time BN statistics: one pass over the augmented
@@ -217,8 +240,14 @@ class Trainer:
             seen += len(yb)
         seconds = time.perf_counter() - t
         loss_sum, c1, c5, seen = self._reduce(loss_sum, c1, c5, seen)
-        out = {"split": "test", "loss": loss_sum / seen, "top1_err": 100 * (1 - c1 / seen),
-               "epoch_seconds": seconds, "images": int(seen), "images_per_s": seen / seconds}
+        out = {
+            "split": "test",
+            "loss": loss_sum / seen,
+            "top1_err": 100 * (1 - c1 / seen),
+            "epoch_seconds": seconds,
+            "images": int(seen),
+            "images_per_s": seen / seconds,
+        }
         if self.ds.top5:
             out["top5_err"] = 100 * (1 - c5 / seen)
         return out
@@ -228,8 +257,10 @@ class Trainer:
             peak = torch.cuda.max_memory_allocated(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             return {"peak_mem_bytes": peak, "peak_mem_kind": "cuda_max_allocated"}
-        return {"peak_mem_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                "peak_mem_kind": "cpu_max_rss"}
+        return {
+            "peak_mem_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "peak_mem_kind": "cpu_max_rss",
+        }
 
     # ------------------------------------------------------------ run
     def run(self, stop_after: Optional[int] = None) -> Optional[dict]:
@@ -246,8 +277,15 @@ class Trainer:
             if state is not None:
                 epoch, step, metrics = self._restore(state)
                 self.log(f"resuming {rd.path} after epoch {epoch}")
-            rd.start({**dataclasses.asdict(cfg), "identity": identity, "num_classes": self.ds.num_classes,
-                      "params": self.n_params}, {**environment(self.device), "world_size": self.world})
+            rd.start(
+                {
+                    **dataclasses.asdict(cfg),
+                    "identity": identity,
+                    "num_classes": self.ds.num_classes,
+                    "params": self.n_params,
+                },
+                {**environment(self.device), "world_size": self.world},
+            )
             wall = sum(m["epoch_seconds"] for m in metrics)
             for _ in range(cfg.epochs - epoch if stop_after is None else min(stop_after, cfg.epochs - epoch)):
                 step, train_m = self.train_epoch(epoch, step)
@@ -263,15 +301,23 @@ class Trainer:
                 wall += train_m["epoch_seconds"] + test_m["epoch_seconds"]
                 rd.save(self._state(epoch, step, metrics))
                 rd.write_metrics(metrics)
-                self.log(f"epoch {epoch}/{cfg.epochs} lr {train_m['lr']:.2e} train loss {train_m['loss']:.4f} "
-                         f"err {train_m['top1_err']:.2f}% | test err {test_m['top1_err']:.2f}% | "
-                         f"{train_m['images_per_s']:.0f} img/s, data {train_m['data_seconds']:.1f}s "
-                         f"of {train_m['epoch_seconds']:.1f}s")
+                self.log(
+                    f"epoch {epoch}/{cfg.epochs} lr {train_m['lr']:.2e} train loss {train_m['loss']:.4f} "
+                    f"err {train_m['top1_err']:.2f}% | test err {test_m['top1_err']:.2f}% | "
+                    f"{train_m['images_per_s']:.0f} img/s, data {train_m['data_seconds']:.1f}s "
+                    f"of {train_m['epoch_seconds']:.1f}s"
+                )
             if epoch < cfg.epochs:
                 return None
             last = metrics[-1]
-            final = {**identity, "epochs_done": epoch, "test_top1_err": last["top1_err"],
-                     "test_loss": last["loss"], "wall_seconds": wall, "params": self.n_params}
+            final = {
+                **identity,
+                "epochs_done": epoch,
+                "test_top1_err": last["top1_err"],
+                "test_loss": last["loss"],
+                "wall_seconds": wall,
+                "params": self.n_params,
+            }
             if "top5_err" in last:
                 final["test_top5_err"] = last["top5_err"]
             rd.finish(metrics, final)

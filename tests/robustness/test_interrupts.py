@@ -23,8 +23,14 @@ def test_sigkill_at_random_points_then_rerun_equals_an_uninterrupted_run(tmp_pat
     rng = random.Random(7)
     # kills during an epoch, while writing the checkpoint, between the checkpoint's two renames
     # and while writing the metrics; several in a row, each resuming the previous one's run
-    faults = [f"step:{rng.randint(1, 8)}", "checkpoint:1", f"metrics:{rng.randint(1, 2)}",
-              "checkpoint-rotate:1", f"step:{rng.randint(1, 8)}", "checkpoint:1"]
+    faults = [
+        f"step:{rng.randint(1, 8)}",
+        "checkpoint:1",
+        f"metrics:{rng.randint(1, 2)}",
+        "checkpoint-rotate:1",
+        f"step:{rng.randint(1, 8)}",
+        "checkpoint:1",
+    ]
     run = tmp_path / "run"
     killed = 0
     for fault in faults:
@@ -48,8 +54,7 @@ def test_sigkill_at_random_points_then_rerun_equals_an_uninterrupted_run(tmp_pat
 
 def _mount_tmpfs(path: Path, size: str) -> bool:
     path.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
     return proc.returncode == 0
 
 
@@ -77,29 +82,60 @@ def dataset_plugin(root: Path, kind: str) -> Path:
     """A dataset_plugin file registering a test dataset for subprocesses."""
     path = root / f"{kind}_plugin.py"
     if kind == "fashion":
-        body = ("from conftest import write_fashion\nfrom onebit.data.datasets import FashionMnist\n"
-                "if 'tiny_fashion' not in DATASETS:\n"
-                f"    files = write_fashion(__import__('pathlib').Path({str(root)!r}) / 'tiny-fashion', n_train=960)\n"
-                "    DATASETS.register('tiny_fashion', FashionMnist('tiny_fashion', 10, 1, 28, files=files,"
-                " url='file:///x/', folder='tiny-fashion', system_dir=''))\n")
+        body = (
+            "from conftest import write_fashion\nfrom onebit.data.datasets import FashionMnist\n"
+            "if 'tiny_fashion' not in DATASETS:\n"
+            f"    files = write_fashion(__import__('pathlib').Path({str(root)!r}) / 'tiny-fashion', n_train=960)\n"
+            "    DATASETS.register('tiny_fashion', FashionMnist('tiny_fashion', 10, 1, 28, files=files,"
+            " url='file:///x/', folder='tiny-fashion', system_dir=''))\n"
+        )
     else:
-        body = ("from onebit.data.datasets import ImageNet\n"
-                "if 'tiny_imagenet' not in DATASETS:\n"
-                "    DATASETS.register('tiny_imagenet', ImageNet('tiny_imagenet', 3, 3, 32, in_memory=False,"
-                " top5=True))\n")
+        body = (
+            "from onebit.data.datasets import ImageNet\n"
+            "if 'tiny_imagenet' not in DATASETS:\n"
+            "    DATASETS.register('tiny_imagenet', ImageNet('tiny_imagenet', 3, 3, 32, in_memory=False,"
+            " top5=True))\n"
+        )
     path.write_text(f"import sys\nsys.path.insert(0, {str(TESTS)!r})\nfrom onebit.data import DATASETS\n" + body)
     return path
 
 
 def test_ctrl_c_prints_one_line_and_the_run_resumes(tmp_path):
-    args = [sys.executable, "-m", "onebit.cli", "--plugins", str(dataset_plugin(tmp_path, "fashion")), "train",
-            "--dataset", "tiny_fashion", "--depth", "8", "--width", "0.5", "--batch-size", "32", "--epochs", "40",
-            "--crop-pad", "0", "--data-root", str(tmp_path), "--out", str(tmp_path / "run")]
+    args = [
+        sys.executable,
+        "-m",
+        "onebit.cli",
+        "--plugins",
+        str(dataset_plugin(tmp_path, "fashion")),
+        "train",
+        "--dataset",
+        "tiny_fashion",
+        "--depth",
+        "8",
+        "--width",
+        "0.5",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "40",
+        "--crop-pad",
+        "0",
+        "--data-root",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "run"),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     # Ctrl-C as at a terminal: a test runner started in the background (`cmd &` in a script)
     # ignores SIGINT, and the run would inherit that
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        args,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 240
     while not (tmp_path / "run" / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.1)
@@ -127,10 +163,34 @@ def test_folder_dataset_resume_is_bit_for_bit(tiny_imagenet, tmp_path, faults):
         env.pop("ONEBIT_FAULT", None)
         if fault:
             env["ONEBIT_FAULT"] = fault
-        cmd = [sys.executable, "-m", "onebit.cli", "--plugins", str(dataset_plugin(tmp_path, "imagenet")), "train",
-               "--dataset", "tiny_imagenet", "--depth", "8", "--width", "0.25", "--batch-size", "4",
-               "--epochs", "3", "--workers", workers, "--weight-decay", "0.0001", "--method", "cl",
-               "--data-root", str(tiny_imagenet), "--out", str(out)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "onebit.cli",
+            "--plugins",
+            str(dataset_plugin(tmp_path, "imagenet")),
+            "train",
+            "--dataset",
+            "tiny_imagenet",
+            "--depth",
+            "8",
+            "--width",
+            "0.25",
+            "--batch-size",
+            "4",
+            "--epochs",
+            "3",
+            "--workers",
+            workers,
+            "--weight-decay",
+            "0.0001",
+            "--method",
+            "cl",
+            "--data-root",
+            str(tiny_imagenet),
+            "--out",
+            str(out),
+        ]
         return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
     assert run(tmp_path / "ref").returncode == 0

@@ -1,4 +1,5 @@
 """Tidy tables from the run directories (glue: the logic is onebit.report.tables)."""
+
 import sys
 
 sys.stderr = open(snakemake.log[0], "w")
@@ -12,8 +13,10 @@ published = load_published(snakemake.input.published)
 metrics = tidy_metrics(snakemake.input.runs, grid)
 summary = summarize(metrics, grid, published)
 out = snakemake.output
-for df, csv, parquet in ((metrics, out.metrics_csv, out.metrics_parquet),
-                         (summary, out.summary_csv, out.summary_parquet)):
+for df, csv, parquet in (
+    (metrics, out.metrics_csv, out.metrics_parquet),
+    (summary, out.summary_csv, out.summary_parquet),
+):
     atomic_write_bytes(csv, df.to_csv(index=False).encode())
     atomic_write_bytes(parquet, df.to_parquet(index=False))
 atomic_write_bytes(out.gaps_csv, gaps(summary).to_csv(index=False).encode())

@@ -1,4 +1,5 @@
 """Tidy gradient-fidelity table from onebit fidelity's JSON rows."""
+
 import sys
 
 sys.stderr = open(snakemake.log[0], "w")

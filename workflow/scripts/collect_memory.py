@@ -1,4 +1,5 @@
 """Tidy memory table from the onebit memory measurements."""
+
 import sys
 
 sys.stderr = open(snakemake.log[0], "w")

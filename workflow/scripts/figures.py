@@ -1,5 +1,6 @@
 """Render every figure of onebit.report.FIGURES (pure functions in onebit.report.figures)
 from the tidy tables it names."""
+
 import sys
 
 sys.stderr = open(snakemake.log[0], "w")

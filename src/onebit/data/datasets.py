@@ -93,29 +93,58 @@ class Cifar(Dataset):
                 raise DatasetError(f"{path}: no known checksum for this file; it is not read")
             if not path.exists():
                 raise DatasetError(f"{path} is missing; delete {folder} and run again to re-extract it")
-            check_md5(path, known[path.name], f"delete {folder} and run again to re-extract it from the "
-                      "verified archive")
+            check_md5(
+                path, known[path.name], f"delete {folder} and run again to re-extract it from the verified archive"
+            )
         x, y = read_cifar_batches(files, self.label_key, self.num_classes)
         import torch
 
         return torch.from_numpy(x), torch.from_numpy(y)
 
 
-DATASETS.register("cifar10", Cifar(
-    "cifar10", 10, 3, 32, title="CIFAR-10", train_images=50_000, url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-    md5="c58f30108f718f92721af3b95e74349a", folder="cifar-10-batches-py",
-    train_files=tuple(f"data_batch_{i}" for i in range(1, 6)), test_files=("test_batch",),
-    file_md5s=(("data_batch_1", "c99cafc152244af753f735de768cd75f"),
-               ("data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec"),
-               ("data_batch_3", "54ebc095f3ab1f0389bbae665268c751"),
-               ("data_batch_4", "634d18415352ddfa80567beed471001a"),
-               ("data_batch_5", "482c414d41f54cd18b22e5b47cb7c3cb"),
-               ("test_batch", "40351d587109b95175f43aff81a1287e"))))
-DATASETS.register("cifar100", Cifar(
-    "cifar100", 100, 3, 32, top5=True, title="CIFAR-100", train_images=50_000, url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-    md5="eb9058c3a382ffc7106e4002c42a8d85", folder="cifar-100-python",
-    train_files=("train",), test_files=("test",), label_key="fine_labels",
-    file_md5s=(("train", "16019d7e3df5f24257cddd939b257f8d"), ("test", "f0ef6b0ae62326f3e7ffdfab6717acfc"))))
+DATASETS.register(
+    "cifar10",
+    Cifar(
+        "cifar10",
+        10,
+        3,
+        32,
+        title="CIFAR-10",
+        train_images=50_000,
+        url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        md5="c58f30108f718f92721af3b95e74349a",
+        folder="cifar-10-batches-py",
+        train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
+        test_files=("test_batch",),
+        file_md5s=(
+            ("data_batch_1", "c99cafc152244af753f735de768cd75f"),
+            ("data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec"),
+            ("data_batch_3", "54ebc095f3ab1f0389bbae665268c751"),
+            ("data_batch_4", "634d18415352ddfa80567beed471001a"),
+            ("data_batch_5", "482c414d41f54cd18b22e5b47cb7c3cb"),
+            ("test_batch", "40351d587109b95175f43aff81a1287e"),
+        ),
+    ),
+)
+DATASETS.register(
+    "cifar100",
+    Cifar(
+        "cifar100",
+        100,
+        3,
+        32,
+        top5=True,
+        title="CIFAR-100",
+        train_images=50_000,
+        url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        md5="eb9058c3a382ffc7106e4002c42a8d85",
+        folder="cifar-100-python",
+        train_files=("train",),
+        test_files=("test",),
+        label_key="fine_labels",
+        file_md5s=(("train", "16019d7e3df5f24257cddd939b257f8d"), ("test", "f0ef6b0ae62326f3e7ffdfab6717acfc")),
+    ),
+)
 
 
 # name -> (md5 of the upstream gzipped file, md5 of the decompressed IDX content).
@@ -148,8 +177,11 @@ class FashionMnist(Dataset):
         for folder in (root / self.folder, system):
             if folder is not None and (folder / name).exists():
                 path = folder / name
-                where = ("reinstall the Debian package dataset-fashion-mnist" if folder == system
-                         else f"delete {path} and run again to download it")
+                where = (
+                    "reinstall the Debian package dataset-fashion-mnist"
+                    if folder == system
+                    else f"delete {path} and run again to download it"
+                )
                 check_md5(path, md5s, where)
                 return path
         return download(self.url + name, root / self.folder / name, md5s[0])
@@ -165,8 +197,7 @@ class FashionMnist(Dataset):
         return torch.from_numpy(x.copy()).unsqueeze(1), torch.from_numpy(y.astype(np.int64))
 
 
-DATASETS.register("fashion_mnist", FashionMnist("fashion_mnist", 10, 1, 28, title="Fashion-MNIST",
-                                                   train_images=60_000))
+DATASETS.register("fashion_mnist", FashionMnist("fashion_mnist", 10, 1, 28, title="Fashion-MNIST", train_images=60_000))
 
 
 @dataclass(frozen=True)
@@ -187,7 +218,8 @@ class ImageNet(Dataset):
         raise DatasetError(
             f"ImageNet not found: expected an ImageFolder tree {Path(root) / 'imagenet' / split}/"
             "<class>/<image>.JPEG. Download ILSVRC2012 from image-net.org (it needs an account), "
-            "arrange val/ into class folders, and pass its parent with --data-root")
+            "arrange val/ into class folders, and pass its parent with --data-root"
+        )
 
     def prepare(self, root):
         from .loaders import IMG_EXTENSIONS
@@ -196,15 +228,30 @@ class ImageNet(Dataset):
             folder = self.folder(root, train)
             classes = [d for d in folder.iterdir() if d.is_dir()]
             if len(classes) != self.num_classes:
-                raise DatasetError(f"{folder} holds {len(classes)} class folders, {self.num_classes} expected: "
-                                   "an incomplete copy, or val/ not arranged into class folders")
+                raise DatasetError(
+                    f"{folder} holds {len(classes)} class folders, {self.num_classes} expected: "
+                    "an incomplete copy, or val/ not arranged into class folders"
+                )
             if self.images:
                 n = sum(1 for d in classes for p in d.iterdir() if p.suffix.lower() in IMG_EXTENSIONS)
                 if n != self.images[i]:
-                    raise DatasetError(f"{folder} holds {n:,} images, {self.images[i]:,} expected (ILSVRC2012): "
-                                       "complete the copy before training")
+                    raise DatasetError(
+                        f"{folder} holds {n:,} images, {self.images[i]:,} expected (ILSVRC2012): "
+                        "complete the copy before training"
+                    )
 
 
-DATASETS.register("imagenet", ImageNet("imagenet", 1000, 3, 224, in_memory=False, top5=True, title="ImageNet",
-                                       train_images=1_281_167,
-                                       images=(1_281_167, 50_000)))
+DATASETS.register(
+    "imagenet",
+    ImageNet(
+        "imagenet",
+        1000,
+        3,
+        224,
+        in_memory=False,
+        top5=True,
+        title="ImageNet",
+        train_images=1_281_167,
+        images=(1_281_167, 50_000),
+    ),
+)

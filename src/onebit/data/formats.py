@@ -42,9 +42,11 @@ def check_md5(path: Path, md5: "str | tuple[str, str]", repair: str) -> None:
                 return
         except (OSError, EOFError):
             pass  # not gzip, or truncated: reported below
-    raise DatasetError(f"checksum mismatch for {path}: md5 {got}, expected {file_md5}"
-                       + (f" (or decompressed content md5 {content_md5})" if content_md5 else "")
-                       + f". The file is corrupted or truncated; {repair}")
+    raise DatasetError(
+        f"checksum mismatch for {path}: md5 {got}, expected {file_md5}"
+        + (f" (or decompressed content md5 {content_md5})" if content_md5 else "")
+        + f". The file is corrupted or truncated; {repair}"
+    )
 
 
 def download(url: str, dest: Path, md5: str) -> Path:
@@ -56,8 +58,10 @@ def download(url: str, dest: Path, md5: str) -> Path:
             shutil.copyfileobj(r, f)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise DatasetError(f"could not download {url} ({e}). If this machine is offline, fetch the "
-                           f"file elsewhere and place it at {dest}") from None
+        raise DatasetError(
+            f"could not download {url} ({e}). If this machine is offline, fetch the "
+            f"file elsewhere and place it at {dest}"
+        ) from None
     check_md5(tmp, md5, f"the download from {url} was damaged; run again")
     os.replace(tmp, dest)
     return dest
@@ -73,7 +77,7 @@ def read_idx(path: Path) -> np.ndarray:
     zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype_code != 0x08:
         raise DatasetError(f"{path} is not an unsigned-byte IDX file")
-    shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(shape)):
         raise DatasetError(f"{path} is truncated: {body.size} bytes of data, header says {shape}")
@@ -90,10 +94,17 @@ class _CifarUnpickler(pickle.Unpickler):
     arrays) and nothing else: a class or function any other file names is refused, so
     no code in a file runs. (Files are also checked against their known md5 first.)"""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("copy_reg", "_reconstructor"),
-               ("copyreg", "_reconstructor"), ("__builtin__", "object"), ("builtins", "object"),
-               ("_codecs", "encode")}  # how protocol 2 holds bytes when written by Python 3
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("copy_reg", "_reconstructor"),
+        ("copyreg", "_reconstructor"),
+        ("__builtin__", "object"),
+        ("builtins", "object"),
+        ("_codecs", "encode"),
+    }  # how protocol 2 holds bytes when written by Python 3
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
@@ -101,8 +112,9 @@ class _CifarUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def read_cifar_batches(files: list[Path], label_key: str, num_classes: int | None = None
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def read_cifar_batches(
+    files: list[Path], label_key: str, num_classes: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """CIFAR's python-pickle batches -> (N, 3, 32, 32) uint8 images, int64 labels. The
     caller verifies each file's checksum first; the unpickler allows only the types a
     batch holds, and the content is checked (shapes, label range)."""
@@ -121,8 +133,9 @@ def read_cifar_batches(files: list[Path], label_key: str, num_classes: int | Non
                 raise ValueError(f"labels outside 0..{num_classes - 1}")
             xs.append(data.reshape(-1, 3, 32, 32))
             ys.append(labels)
-        except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, AttributeError,
-                IndexError) as e:
-            raise DatasetError(f"{path} is not a readable CIFAR batch ({type(e).__name__}: {e}); delete "
-                               f"its folder and run again to re-extract or re-download it") from None
+        except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, AttributeError, IndexError) as e:
+            raise DatasetError(
+                f"{path} is not a readable CIFAR batch ({type(e).__name__}: {e}); delete "
+                f"its folder and run again to re-extract or re-download it"
+            ) from None
     return np.concatenate(xs), np.concatenate(ys)

@@ -22,8 +22,9 @@ from torch import Tensor
 from ..runio import close_inherited_locks
 
 
-def augment(x: Tensor, gen: torch.Generator, pad: int = 4, flip: bool = True,
-            cutout: int = 0, cutout_style: str = "official") -> Tensor:
+def augment(
+    x: Tensor, gen: torch.Generator, pad: int = 4, flip: bool = True, cutout: int = 0, cutout_style: str = "official"
+) -> Tensor:
     """Flip, random-fill pad and random crop, then cutout (the official order); ``x`` is
     a uint8 batch (N, C, H, W)."""
     n, c, h, w = x.shape
@@ -32,9 +33,8 @@ def augment(x: Tensor, gen: torch.Generator, pad: int = 4, flip: bool = True,
         do = torch.rand(n, device=dev, generator=gen) < 0.5
         x = torch.where(do.view(-1, 1, 1, 1), x.flip(3), x)
     if pad:
-        padded = torch.randint(0, 256, (n, c, h + 2 * pad, w + 2 * pad), device=dev,
-                               dtype=torch.uint8, generator=gen)
-        padded[:, :, pad:pad + h, pad:pad + w] = x
+        padded = torch.randint(0, 256, (n, c, h + 2 * pad, w + 2 * pad), device=dev, dtype=torch.uint8, generator=gen)
+        padded[:, :, pad : pad + h, pad : pad + w] = x
         oy = torch.randint(0, 2 * pad + 1, (n,), device=dev, generator=gen)
         ox = torch.randint(0, 2 * pad + 1, (n,), device=dev, generator=gen)
         x = _crop(padded, oy, ox, h, w)
@@ -87,9 +87,22 @@ class TensorBatches:
     reproducible from the generator's state.
     """
 
-    def __init__(self, x: Tensor, y: Tensor, batch_size: int, device, *, train: bool,
-                 gen: torch.Generator | None = None, pad: int = 4, flip: bool = True,
-                 cutout: int = 0, cutout_style: str = "official", rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        batch_size: int,
+        device,
+        *,
+        train: bool,
+        gen: torch.Generator | None = None,
+        pad: int = 4,
+        flip: bool = True,
+        cutout: int = 0,
+        cutout_style: str = "official",
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         self.x, self.y = x.to(device), y.to(device)
         self.batch_size, self.train, self.gen = batch_size, train, gen
         self.pad, self.flip, self.cutout, self.cutout_style = pad, flip, cutout, cutout_style
@@ -118,9 +131,9 @@ class TensorBatches:
         if self.world_size > 1:  # each rank takes its own slice of the same permutation
             if self.train:
                 order = order[: self._n_local() * self.world_size]
-            order = order[self.rank::self.world_size]
+            order = order[self.rank :: self.world_size]
         for i in range(0, len(order), self.batch_size):
-            idx = order[i:i + self.batch_size]
+            idx = order[i : i + self.batch_size]
             xb = self.x[idx]
             if self.train:
                 xb = augment(xb, self.gen, self.pad, self.flip, self.cutout, self.cutout_style)
@@ -145,11 +158,15 @@ class ImageFolder(torch.utils.data.Dataset):
     def __init__(self, root: Path, train: bool, size: int = 224, seed: int = 0, limit: int | None = None):
         self.root, self.train, self.size, self.seed = Path(root), train, size, seed
         self.classes = sorted(d.name for d in self.root.iterdir() if d.is_dir())
-        self.samples = [(p, i) for i, c in enumerate(self.classes)
-                        for p in sorted((self.root / c).iterdir())
-                        if p.suffix.lower() in IMG_EXTENSIONS][:limit]
+        self.samples = [
+            (p, i)
+            for i, c in enumerate(self.classes)
+            for p in sorted((self.root / c).iterdir())
+            if p.suffix.lower() in IMG_EXTENSIONS
+        ][:limit]
         if not self.samples:
             from .formats import DatasetError
+
             raise DatasetError(f"no images found under {self.root}/<class>/")
 
     def __len__(self) -> int:
@@ -167,8 +184,10 @@ class ImageFolder(torch.utils.data.Dataset):
                 im = self._random_resized_crop(im, rng) if self.train else self._center_crop(im)
         except (OSError, ValueError, SyntaxError) as e:  # PIL: unreadable, truncated, not an image
             from .formats import DatasetError
-            raise DatasetError(f"{path} cannot be read as an image ({type(e).__name__}: {e}); replace or "
-                               "remove it") from None
+
+            raise DatasetError(
+                f"{path} cannot be read as an image ({type(e).__name__}: {e}); replace or remove it"
+            ) from None
         x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
         if self.train and rng.random() < 0.5:
             x = x.flip(2)
@@ -216,7 +235,7 @@ class EpochSampler(torch.utils.data.Sampler):
             return list(range(self.rank, self.n, self.world))
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.n, generator=g).tolist()
-        return order[: self.n // self.world * self.world][self.rank::self.world]
+        return order[: self.n // self.world * self.world][self.rank :: self.world]
 
     def __len__(self) -> int:
         return len(self._order())
@@ -244,8 +263,9 @@ class DeviceBatches:
             for x, y in self.loader:
                 yield normalize_imagenet(x.to(self.device, non_blocking=True)), y.to(self.device, non_blocking=True)
         except DatasetError as e:  # from a loader worker: its message carries the worker's traceback
-            raise DatasetError(str(e).rstrip().splitlines()[-1].removeprefix(
-                "onebit.data.formats.DatasetError: ")) from None
+            raise DatasetError(
+                str(e).rstrip().splitlines()[-1].removeprefix("onebit.data.formats.DatasetError: ")
+            ) from None
 
 
 def make_batches(cfg, ds, device, gen: torch.Generator, rank: int = 0, world_size: int = 1):
@@ -261,30 +281,56 @@ def make_batches(cfg, ds, device, gen: torch.Generator, rank: int = 0, world_siz
         x, y = ds.load(root, train=True)
         xt, yt = ds.load(root, train=False)
         if cfg.train_subset:
-            x, y = x[:cfg.train_subset], y[:cfg.train_subset]
+            x, y = x[: cfg.train_subset], y[: cfg.train_subset]
         if cfg.test_subset:
-            xt, yt = xt[:cfg.test_subset], yt[:cfg.test_subset]
-        return (TensorBatches(x, y, batch, device, train=True, gen=gen, pad=cfg.crop_pad, flip=cfg.flip,
-                              cutout=cfg.cutout, cutout_style=cfg.cutout_style, **common),
-                TensorBatches(xt, yt, cfg.eval_batch_size, device, train=False, **common))
+            xt, yt = xt[: cfg.test_subset], yt[: cfg.test_subset]
+        return (
+            TensorBatches(
+                x,
+                y,
+                batch,
+                device,
+                train=True,
+                gen=gen,
+                pad=cfg.crop_pad,
+                flip=cfg.flip,
+                cutout=cfg.cutout,
+                cutout_style=cfg.cutout_style,
+                **common,
+            ),
+            TensorBatches(xt, yt, cfg.eval_batch_size, device, train=False, **common),
+        )
     out = []
     for train in (True, False):
-        d = ImageFolder(ds.folder(root, train), train, ds.image_size, seed=cfg.seed,
-                        limit=cfg.train_subset if train else cfg.test_subset)
+        d = ImageFolder(
+            ds.folder(root, train),
+            train,
+            ds.image_size,
+            seed=cfg.seed,
+            limit=cfg.train_subset if train else cfg.test_subset,
+        )
         if len(d.classes) != ds.num_classes:  # labels would silently index a head of another size
             from .formats import DatasetError
-            raise DatasetError(f"{d.root} holds {len(d.classes)} class folders, {ds.num_classes} expected for "
-                               f"{ds.name}: an incomplete copy, or val/ not arranged into class folders "
-                               "(onebit data checks the whole tree)")
+
+            raise DatasetError(
+                f"{d.root} holds {len(d.classes)} class folders, {ds.num_classes} expected for "
+                f"{ds.name}: an incomplete copy, or val/ not arranged into class folders "
+                "(onebit data checks the whole tree)"
+            )
         sampler = EpochSampler(len(d), cfg.seed, shuffle=train, **common)
         # a generator of its own: the loader draws its workers' base seed at every epoch,
         # which would otherwise advance the global torch RNG (the noise of the methods)
         # differently with and without (persistent) workers and across a resume
         loader = torch.utils.data.DataLoader(
-            d, batch_size=batch if train else cfg.eval_batch_size, sampler=sampler,
-            num_workers=cfg.workers, pin_memory=torch.device(device).type == "cuda",
-            persistent_workers=cfg.workers > 0, generator=torch.Generator().manual_seed(cfg.seed),
-            worker_init_fn=close_inherited_locks if cfg.workers > 0 else None)
+            d,
+            batch_size=batch if train else cfg.eval_batch_size,
+            sampler=sampler,
+            num_workers=cfg.workers,
+            pin_memory=torch.device(device).type == "cuda",
+            persistent_workers=cfg.workers > 0,
+            generator=torch.Generator().manual_seed(cfg.seed),
+            worker_init_fn=close_inherited_locks if cfg.workers > 0 else None,
+        )
         out.append(DeviceBatches(loader, sampler, device))
     return tuple(out)
 

@@ -46,15 +46,23 @@ from ..step import train_step
 from .steps import benchmark, make_optimizer
 
 #: dense bf16 peak FLOP/s by device name (vendor data sheets)
-BF16_PEAK = {"H100 SXM": 989e12, "H100 80GB HBM3": 989e12, "H100 PCIe": 756e12, "H100 NVL": 835e12,
-             "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
+BF16_PEAK = {
+    "H100 SXM": 989e12,
+    "H100 80GB HBM3": 989e12,
+    "H100 PCIe": 756e12,
+    "H100 NVL": 835e12,
+    "H200": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A10": 125e12,
+}
 
 
 @dataclass
 class Sizes:
     """What each part measures; :func:`sizes` picks the GPU or the tiny CPU set."""
 
-    nets: dict                 # label -> (arch, kwargs, input shape)
+    nets: dict  # label -> (arch, kwargs, input shape)
     batch: int
     steps: int
     amp: bool
@@ -65,7 +73,7 @@ class Sizes:
     check_batch: int = 8
     check_draws: int = 16
     train_net: dict = field(default_factory=lambda: {"depth": 20, "width": 4})
-    train_epochs: int = 7      # warm-restart cycles of 1, 2 and 4 epochs
+    train_epochs: int = 7  # warm-restart cycles of 1, 2 and 4 epochs
     train_subset: Optional[int] = None
     cost_batch_cap: Optional[int] = None
 
@@ -73,25 +81,45 @@ class Sizes:
 def sizes(device: torch.device, budget: Optional[int] = None, compile: Optional[bool] = None) -> Sizes:
     if device.type == "cuda":
         total = torch.cuda.get_device_properties(device).total_memory
-        return Sizes(nets={"WRN-20-4": ("wrn", {"depth": 20, "width": 4}, (3, 32, 32)),
-                           "WRN-20-10": ("wrn", {"depth": 20, "width": 10}, (3, 32, 32))},
-                     batch=125, steps=20, amp=True, channels_last=True,
-                     compile=True if compile is None else compile, budget=budget or int(0.9 * total))
-    return Sizes(nets={"WRN-8-1": ("wrn", {"depth": 8, "width": 1}, (3, 16, 16))}, batch=8, steps=2,
-                 amp=False, channels_last=False, compile=bool(compile), budget=budget or 32 * 2**20,
-                 check_draws=6, train_net={"depth": 8, "width": 0.5}, train_epochs=3, train_subset=512,
-                 cost_batch_cap=2)
+        return Sizes(
+            nets={
+                "WRN-20-4": ("wrn", {"depth": 20, "width": 4}, (3, 32, 32)),
+                "WRN-20-10": ("wrn", {"depth": 20, "width": 10}, (3, 32, 32)),
+            },
+            batch=125,
+            steps=20,
+            amp=True,
+            channels_last=True,
+            compile=True if compile is None else compile,
+            budget=budget or int(0.9 * total),
+        )
+    return Sizes(
+        nets={"WRN-8-1": ("wrn", {"depth": 8, "width": 1}, (3, 16, 16))},
+        batch=8,
+        steps=2,
+        amp=False,
+        channels_last=False,
+        compile=bool(compile),
+        budget=budget or 32 * 2**20,
+        check_draws=6,
+        train_net={"depth": 8, "width": 0.5},
+        train_epochs=3,
+        train_subset=512,
+        cost_batch_cap=2,
+    )
 
 
 # ------------------------------------------------------------------ 1. correctness
+
 
 def _grads(model, x, y, amp=False):
     model.zero_grad(set_to_none=True)
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
         logits = model(x)
     torch.nn.functional.cross_entropy(logits.float(), y).backward()
-    return logits.detach().float().cpu(), {n: p.grad.detach().float().cpu() for n, p in model.named_parameters()
-                                           if p.grad is not None}
+    return logits.detach().float().cpu(), {
+        n: p.grad.detach().float().cpu() for n, p in model.named_parameters() if p.grad is not None
+    }
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -111,6 +139,7 @@ def same_noise(seed: int):
             fmt = torch.channels_last if t.dim() == 4 and is_channels_last(t) else torch.contiguous_format
             x = fn(t.shape, generator=g, dtype=torch.float32)
             return x.to(device=t.device, dtype=dtype or t.dtype).contiguous(memory_format=fmt)
+
         return draw
 
     torch.rand_like, torch.randn_like = like(torch.rand), like(torch.randn)
@@ -165,10 +194,13 @@ def check_method(method: str, device: torch.device, s: Sizes) -> list[dict]:
         return best
 
     first = draws(torch.device("cpu"), 1, "fp32")
-    controlled = all(torch.equal(a, b) for a, b in zip(first[0][1].values(),
-                                                       draws(torch.device("cpu"), 1, "fp32")[0][1].values()))
-    stochastic = controlled and any(not torch.equal(a, b) for a, b in zip(
-        first[0][1].values(), draws(torch.device("cpu"), 1, "fp32", seed=2000)[0][1].values()))
+    controlled = all(
+        torch.equal(a, b) for a, b in zip(first[0][1].values(), draws(torch.device("cpu"), 1, "fp32")[0][1].values())
+    )
+    stochastic = controlled and any(
+        not torch.equal(a, b)
+        for a, b in zip(first[0][1].values(), draws(torch.device("cpu"), 1, "fp32", seed=2000)[0][1].values())
+    )
     # under the same noise a quantizer still turns a rounding difference into a whole step
     # now and then (an element within 1e-6 of its threshold): the median over 5 draws
     # ignores such rare flips; noise the patch cannot reach is compared by the mean of draws
@@ -182,24 +214,47 @@ def check_method(method: str, device: torch.device, s: Sizes) -> list[dict]:
         if controlled:
             tol = dict.fromkeys(ref[0][1], base_tol)
         else:  # two means of n draws differ by about sqrt(2/n) of one draw's spread
-            tol = {k: base_tol + 4 * math.sqrt(2 / n) * float(
-                torch.stack([d[1][k] for d in ref]).std(0).norm()
-                / torch.stack([d[1][k] for d in ref]).mean(0).norm().clamp_min(1e-12)) for k in ref[0][1]}
+            tol = {
+                k: base_tol
+                + 4
+                * math.sqrt(2 / n)
+                * float(
+                    torch.stack([d[1][k] for d in ref]).std(0).norm()
+                    / torch.stack([d[1][k] for d in ref]).mean(0).norm().clamp_min(1e-12)
+                )
+                for k in ref[0][1]
+            }
         fwd = _rel(dev[0][0], ref[0][0])
         grad_err, grad_tol = worst(dev, ref, tol)
-        noise = ("same on both devices, median of 5 draws" if stochastic else "none") if controlled \
+        noise = (
+            ("same on both devices, median of 5 draws" if stochastic else "none")
+            if controlled
             else f"not reachable: mean of {n} draws"
-        row = {"method": method, "variant": variant, "reference": f"cpu {ref_variant}", "noise": noise,
-               "draws": n, "forward_rel_err": fwd, "forward_tol": base_tol, "grad_rel_err": grad_err,
-               "grad_tol": grad_tol, "ok": fwd <= base_tol and grad_err <= grad_tol, "note": ""}
+        )
+        row = {
+            "method": method,
+            "variant": variant,
+            "reference": f"cpu {ref_variant}",
+            "noise": noise,
+            "draws": n,
+            "forward_rel_err": fwd,
+            "forward_tol": base_tol,
+            "grad_rel_err": grad_err,
+            "grad_tol": grad_tol,
+            "ok": fwd <= base_tol and grad_err <= grad_tol,
+            "note": "",
+        }
         if variant == "bf16" and get_method(method).binary_act:
-            row.update(ok=None, note="sign activations: bf16 rounding flips some signs, so bf16 is "
-                                     "not compared for this method")
+            row.update(
+                ok=None,
+                note="sign activations: bf16 rounding flips some signs, so bf16 is not compared for this method",
+            )
         rows.append(row)
     return rows
 
 
 # ------------------------------------------------------------------ 2. speed and memory
+
 
 def conv_flops(arch: str, kw: dict, shape: tuple) -> float:
     """Multiply-adds x 2 of every conv and linear layer for one image, forward only
@@ -216,8 +271,9 @@ def conv_flops(arch: str, kw: dict, shape: tuple) -> float:
 
     with torch.device("meta"):
         model = create_model(arch, "fp32", in_channels=shape[0], **kw)
-        hooks = [m.register_forward_hook(hook) for m in model.modules()
-                 if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+        hooks = [
+            m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+        ]
         with torch.no_grad():
             model(torch.empty(1, *shape))
     for h in hooks:
@@ -228,12 +284,23 @@ def conv_flops(arch: str, kw: dict, shape: tuple) -> float:
 def speed(device: torch.device, s: Sizes, methods: list, log=print) -> list[dict]:
     rows = []
     for label, (arch, kw, shape) in s.nets.items():
-        for compiled in ([False, True] if s.compile else [False]):
+        for compiled in [False, True] if s.compile else [False]:
             log(f"bench: {label} {'compiled' if compiled else 'eager'}: {len(methods)} methods")
-            out = benchmark(lambda m: create_model(arch, m, in_channels=shape[0], **kw), methods, s.batch, shape,
-                            10, device=str(device), steps=s.steps, amp=s.amp, channels_last=s.channels_last,
-                            compile=compiled, budget=None if compiled else s.budget,
-                            max_batch=1 << 20, rel_tol=0.02)
+            out = benchmark(
+                lambda m: create_model(arch, m, in_channels=shape[0], **kw),
+                methods,
+                s.batch,
+                shape,
+                10,
+                device=str(device),
+                steps=s.steps,
+                amp=s.amp,
+                channels_last=s.channels_last,
+                compile=compiled,
+                budget=None if compiled else s.budget,
+                max_batch=1 << 20,
+                rel_tol=0.02,
+            )
             flops = 3 * conv_flops(arch, kw, shape) * s.batch  # forward + two backward convolutions
             base = out.get("fp32", {})
             for m, r in out.items():
@@ -252,6 +319,7 @@ def speed(device: torch.device, s: Sizes, methods: list, log=print) -> list[dict
 
 
 # ------------------------------------------------------------------ 3. cost of a grid
+
 
 def _step_time(arch, kw, shape, method, batch, num_classes, device, s: Sizes) -> float:
     torch.manual_seed(0)
@@ -298,15 +366,29 @@ def cost(grid_path, device: torch.device, s: Sizes, log=print) -> list[dict]:
         step = measured[key] * per_gpu / batch  # per-GPU step time at the row's batch
         images = r.train_subset or ds.train_images
         if not images:
-            raise UserError(f"grid {grid_path}, row {r.row!r}: dataset {r.dataset!r} does not say how many "
-                            "training images it has (its train_images); set train_subset on the row, or "
-                            "register the dataset with train_images")
+            raise UserError(
+                f"grid {grid_path}, row {r.row!r}: dataset {r.dataset!r} does not say how many "
+                "training images it has (its train_images); set train_subset on the row, or "
+                "register the dataset with train_images"
+            )
         steps = math.ceil(images / r.batch_size)
         hours = r.epochs * steps * step / 3600
-        rows.append({"row": r.row, "network": f"{r.arch} {kw}", "method": r.method, "epochs": r.epochs,
-                     "seeds": len(r.seeds), "gpus": gpus, "step_seconds": step, "epoch_minutes": steps * step / 60,
-                     "hours_per_run": hours, "gpu_hours": hours * gpus * len(r.seeds),
-                     "runtime_minutes": runtime_minutes(hours), "grid_runtime": r.runtime})
+        rows.append(
+            {
+                "row": r.row,
+                "network": f"{r.arch} {kw}",
+                "method": r.method,
+                "epochs": r.epochs,
+                "seeds": len(r.seeds),
+                "gpus": gpus,
+                "step_seconds": step,
+                "epoch_minutes": steps * step / 60,
+                "hours_per_run": hours,
+                "gpu_hours": hours * gpus * len(r.seeds),
+                "runtime_minutes": runtime_minutes(hours),
+                "grid_runtime": r.runtime,
+            }
+        )
     return rows
 
 
@@ -318,33 +400,61 @@ def runtime_minutes(hours: float) -> int:
 
 # ------------------------------------------------------------------ 4. real training
 
-def train_check(device: torch.device, s: Sizes, data_root: str, dataset: str = "fashion_mnist",
-                log=print) -> list[dict]:
+
+def train_check(
+    device: torch.device, s: Sizes, data_root: str, dataset: str = "fashion_mnist", log=print
+) -> list[dict]:
     from ..config import TrainConfig
     from ..train import train
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for method in ("fp32", "w1", "cl", "w1+cl"):
-            cfg = TrainConfig(dataset=dataset, arch="wrn", method=method, epochs=s.train_epochs,
-                              crop_pad=0, batch_size=125, amp=s.amp, data_root=data_root, device=str(device),
-                              train_subset=s.train_subset, test_subset=s.train_subset, **s.train_net)
+            cfg = TrainConfig(
+                dataset=dataset,
+                arch="wrn",
+                method=method,
+                epochs=s.train_epochs,
+                crop_pad=0,
+                batch_size=125,
+                amp=s.amp,
+                data_root=data_root,
+                device=str(device),
+                train_subset=s.train_subset,
+                test_subset=s.train_subset,
+                **s.train_net,
+            )
             t0 = time.perf_counter()
             train(cfg, Path(tmp) / method, log=lambda *_: None)
             metrics = [json.loads(line) for line in (Path(tmp) / method / "metrics.jsonl").read_text().splitlines()]
             test = [m["top1_err"] for m in metrics if m["split"] == "test"]
-            rows.append({"method": method, "test_err_per_epoch": test, "seconds": time.perf_counter() - t0,
-                         "epochs": s.train_epochs, "network": f"WRN-{s.train_net['depth']}-{s.train_net['width']:g}"})
+            rows.append(
+                {
+                    "method": method,
+                    "test_err_per_epoch": test,
+                    "seconds": time.perf_counter() - t0,
+                    "epochs": s.train_epochs,
+                    "network": f"WRN-{s.train_net['depth']}-{s.train_net['width']:g}",
+                }
+            )
             log(f"bench: trained {method}: test error {' '.join(f'{e:.1f}' for e in test)}")
     return rows
 
 
 # ------------------------------------------------------------------ all
 
-def run(device: str = "auto", grid: Optional[str] = "config/grids/paper.tsv", data_root: str = "data",
-        budget: Optional[int] = None, compile: Optional[bool] = None, methods: Optional[list] = None,
-        parts: tuple = ("check", "speed", "cost", "train"), train_dataset: str = "fashion_mnist",
-        log=print) -> dict:
+
+def run(
+    device: str = "auto",
+    grid: Optional[str] = "config/grids/paper.tsv",
+    data_root: str = "data",
+    budget: Optional[int] = None,
+    compile: Optional[bool] = None,
+    methods: Optional[list] = None,
+    parts: tuple = ("check", "speed", "cost", "train"),
+    train_dataset: str = "fashion_mnist",
+    log=print,
+) -> dict:
     from ..runio import environment
     from ..train import resolve_device
 
@@ -352,8 +462,12 @@ def run(device: str = "auto", grid: Optional[str] = "config/grids/paper.tsv", da
     s = sizes(dev, budget, compile)
     methods = ordered(methods or list_methods())
     t0 = time.perf_counter()
-    out = {"environment": environment(dev), "sizes": {k: v for k, v in asdict(s).items()},
-           "date": time.strftime("%Y-%m-%d"), "methods": methods}
+    out = {
+        "environment": environment(dev),
+        "sizes": {k: v for k, v in asdict(s).items()},
+        "date": time.strftime("%Y-%m-%d"),
+        "methods": methods,
+    }
     name = out["environment"]["device_name"] or ""
     out["bf16_peak_flops"] = next((v for k, v in BF16_PEAK.items() if k in name), None)
     if "check" in parts:
@@ -375,55 +489,76 @@ def format_report(out: dict) -> str:
     from ..units import format_bytes
 
     env = out["environment"]
-    lines = [f"onebit bench on {env['device_name']} ({env['device']}), torch {env['torch_version']}, "
-             f"{out['date']}, {out['seconds']:.0f} s"]
+    lines = [
+        f"onebit bench on {env['device_name']} ({env['device']}), torch {env['torch_version']}, "
+        f"{out['date']}, {out['seconds']:.0f} s"
+    ]
     if "check" in out:
-        lines += ["", "1. Correctness on the device against the CPU (relative error of the logits / of the "
-                  "weight gradient furthest from its tolerance; the same noise on both devices)",
-                  f"{'method':<10} {'variant':<14} {'fwd err':>9} {'tol':>7} {'grad err':>9} {'tol':>7}  ok"]
+        lines += [
+            "",
+            "1. Correctness on the device against the CPU (relative error of the logits / of the "
+            "weight gradient furthest from its tolerance; the same noise on both devices)",
+            f"{'method':<10} {'variant':<14} {'fwd err':>9} {'tol':>7} {'grad err':>9} {'tol':>7}  ok",
+        ]
         for r in out["check"]:
-            lines.append(f"{r['method']:<10} {r['variant']:<14} {r['forward_rel_err']:>9.2e} {r['forward_tol']:>7.0e}"
-                         f" {r['grad_rel_err']:>9.2e} {r['grad_tol']:>7.1e}  "
-                         + {True: "yes", False: "NO", None: "n/a"}[r["ok"]]
-                         + (f" ({r['noise']})" if r["draws"] > 1 else "")
-                         + (f"  {r['note']}" if r["note"] else ""))
+            lines.append(
+                f"{r['method']:<10} {r['variant']:<14} {r['forward_rel_err']:>9.2e} {r['forward_tol']:>7.0e}"
+                f" {r['grad_rel_err']:>9.2e} {r['grad_tol']:>7.1e}  "
+                + {True: "yes", False: "NO", None: "n/a"}[r["ok"]]
+                + (f" ({r['noise']})" if r["draws"] > 1 else "")
+                + (f"  {r['note']}" if r["note"] else "")
+            )
     if "speed" in out:
         s = out["sizes"]
         peak = out.get("bf16_peak_flops")
-        lines += ["", f"2. Speed and memory, batch {s['batch']}, {'bf16' if s['amp'] else 'fp32'}"
-                  f"{', channels_last' if s['channels_last'] else ''}; budget {format_bytes(s['budget'])}",
-                  f"{'network':<10} {'method':<10} {'mode':<8} {'img/s':>9} {'x fp32':>7} {'TFLOP/s':>8}"
-                  f" {'step peak':>11} {'x less':>7} {'max batch':>9} {'x fp32':>7}"]
+        lines += [
+            "",
+            f"2. Speed and memory, batch {s['batch']}, {'bf16' if s['amp'] else 'fp32'}"
+            f"{', channels_last' if s['channels_last'] else ''}; budget {format_bytes(s['budget'])}",
+            f"{'network':<10} {'method':<10} {'mode':<8} {'img/s':>9} {'x fp32':>7} {'TFLOP/s':>8}"
+            f" {'step peak':>11} {'x less':>7} {'max batch':>9} {'x fp32':>7}",
+        ]
         for r in out["speed"]:
             mode = "compiled" if r["compiled"] else "eager"
             if "compile_error" in r:
                 lines.append(f"{r['network']:<10} {r['method']:<10} {mode:<8} compile failed: {r['compile_error']}")
                 continue
             tf = f"{r.get('tflops', 0):.1f}" + (f" ({100 * r['tflops'] * 1e12 / peak:.0f}%)" if peak else "")
-            lines.append(f"{r['network']:<10} {r['method']:<10} {mode:<8} {r.get('images_per_s', 0):>9.0f}"
-                         f" {r.get('step_ratio_vs_fp32', float('nan')):>7.2f} {tf:>8}"
-                         f" {format_bytes(r.get('peak_bytes')):>11} {r.get('peak_ratio_vs_fp32', float('nan')):>7.2f}"
-                         f" {r.get('largest_batch', '-'):>9} {r.get('largest_batch_vs_fp32', float('nan')):>7.2f}")
+            lines.append(
+                f"{r['network']:<10} {r['method']:<10} {mode:<8} {r.get('images_per_s', 0):>9.0f}"
+                f" {r.get('step_ratio_vs_fp32', float('nan')):>7.2f} {tf:>8}"
+                f" {format_bytes(r.get('peak_bytes')):>11} {r.get('peak_ratio_vs_fp32', float('nan')):>7.2f}"
+                f" {r.get('largest_batch', '-'):>9} {r.get('largest_batch_vs_fp32', float('nan')):>7.2f}"
+            )
     if "cost" in out:
         total = sum(r["gpu_hours"] for r in out["cost"])
         if env["device"] == "cuda":
             title = f"3. Cost of the grid: {total:,.0f} GPU-hours in all (training steps only)"
         else:  # tiny batches on another device: the arithmetic is exercised, the hours mean nothing
-            title = (f"3. Cost of the grid: {total:,.0f} device-hours on {env['device']}, timed at tiny batches "
-                     "(training steps only): not an estimate for a GPU; run --write-runtime on the kind of GPU the "
-                     "grid will run on")
-        lines += ["", title,
-                  f"{'row':<22} {'method':<9} {'epochs':>6} {'seeds':>5} {'gpus':>4} {'min/epoch':>9}"
-                  f" {'GPU-hours':>9} {'runtime':>7} {'(grid)':>7}"]
+            title = (
+                f"3. Cost of the grid: {total:,.0f} device-hours on {env['device']}, timed at tiny batches "
+                "(training steps only): not an estimate for a GPU; run --write-runtime on the kind of GPU the "
+                "grid will run on"
+            )
+        lines += [
+            "",
+            title,
+            f"{'row':<22} {'method':<9} {'epochs':>6} {'seeds':>5} {'gpus':>4} {'min/epoch':>9}"
+            f" {'GPU-hours':>9} {'runtime':>7} {'(grid)':>7}",
+        ]
         for r in out["cost"]:
-            lines.append(f"{r['row']:<22} {r['method']:<9} {r['epochs']:>6} {r['seeds']:>5} {r['gpus']:>4}"
-                         f" {r['epoch_minutes']:>9.2f} {r['gpu_hours']:>9.1f} {r['runtime_minutes']:>7}"
-                         f" {r['grid_runtime']:>7}")
+            lines.append(
+                f"{r['row']:<22} {r['method']:<9} {r['epochs']:>6} {r['seeds']:>5} {r['gpus']:>4}"
+                f" {r['epoch_minutes']:>9.2f} {r['gpu_hours']:>9.1f} {r['runtime_minutes']:>7}"
+                f" {r['grid_runtime']:>7}"
+            )
     if "train" in out:
         lines += ["", "4. Real training on Fashion-MNIST: test error (%) per epoch"]
         for r in out["train"]:
-            lines.append(f"{r['network']:<10} {r['method']:<6} {' '.join(f'{e:5.1f}' for e in r['test_err_per_epoch'])}"
-                         f"   ({r['seconds']:.0f} s)")
+            lines.append(
+                f"{r['network']:<10} {r['method']:<6} {' '.join(f'{e:5.1f}' for e in r['test_err_per_epoch'])}"
+                f"   ({r['seconds']:.0f} s)"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -435,8 +570,10 @@ def write_runtime(grid_path, cost_rows: list, device_name: str, date: str) -> in
 
     path = Path(grid_path)
     minutes = {r["row"]: r["runtime_minutes"] for r in cost_rows}
-    note = (f"# runtime (minutes): measured by onebit bench on {device_name}, {date} "
-            "(training steps x 1.5 + 15 min, in half hours)\n")
+    note = (
+        f"# runtime (minutes): measured by onebit bench on {device_name}, {date} "
+        "(training steps x 1.5 + 15 min, in half hours)\n"
+    )
     out, header, changed = [], None, 0
     for line in path.read_text().splitlines(keepends=True):
         if line.startswith("# runtime (minutes): measured by onebit bench"):

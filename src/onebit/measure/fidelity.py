@@ -31,19 +31,26 @@ from ..models.layers import QConv2d, QLinear
 
 def same_forward_methods() -> list[str]:
     """Registered methods whose forward is fp32's (their gradients can be compared)."""
-    return [n for n in METHODS.names() if n != "fp32" and METHODS.get(n).weight_quantizer is None
-            and not METHODS.get(n).binary_act]
+    return [
+        n
+        for n in METHODS.names()
+        if n != "fp32" and METHODS.get(n).weight_quantizer is None and not METHODS.get(n).binary_act
+    ]
 
 
 def _weight_grads(model: nn.Module, x: Tensor, y: Tensor) -> dict:
     model.zero_grad(set_to_none=True)
     F.cross_entropy(model(x), y).backward()
-    return {name: m.weight.grad.detach().double().clone() for name, m in model.named_modules()
-            if isinstance(m, (QConv2d, QLinear))}
+    return {
+        name: m.weight.grad.detach().double().clone()
+        for name, m in model.named_modules()
+        if isinstance(m, (QConv2d, QLinear))
+    }
 
 
-def gradient_fidelity(make_model, methods: list, x: Tensor, y: Tensor, draws: int = 32,
-                      seed: int = 0, state: "dict | None" = None) -> list[dict]:
+def gradient_fidelity(
+    make_model, methods: list, x: Tensor, y: Tensor, draws: int = 32, seed: int = 0, state: "dict | None" = None
+) -> list[dict]:
     """Rows ``{method, layer, index, params, exact_norm, bias, std, rmse, noise_floor}``.
     ``make_model(method)`` builds the network; ``state`` (a state dict) fixes its
     weights, else fp32's seeded initialisation does."""
@@ -57,8 +64,10 @@ def gradient_fidelity(make_model, methods: list, x: Tensor, y: Tensor, draws: in
     for method in methods:
         m = get_method(method)
         if m.weight_quantizer is not None or m.binary_act:
-            raise UserError(f"method {method!r} changes the forward pass: its gradient has no exact "
-                             f"reference; choose among {', '.join(same_forward_methods())}")
+            raise UserError(
+                f"method {method!r} changes the forward pass: its gradient has no exact "
+                f"reference; choose among {', '.join(same_forward_methods())}"
+            )
         model = make_model(method).train()
         torch.manual_seed(seed)
         total = {k: torch.zeros_like(v) for k, v in exact.items()}
@@ -75,8 +84,19 @@ def gradient_fidelity(make_model, methods: list, x: Tensor, y: Tensor, draws: in
             mean = total[k] / draws
             var = (square[k] / draws - mean * mean).clamp_min(0) * draws / max(draws - 1, 1)
             std = float(var.sum().sqrt()) / norm
-            rows.append({"method": method, "layer": k, "index": i, "params": g.numel(),
-                         "exact_norm": norm, "bias": float((mean - g).norm()) / norm, "std": std,
-                         "rmse": (sq_err[k] / draws) ** 0.5 / norm,
-                         "noise_floor": std / draws ** 0.5, "draws": draws, "seed": seed})
+            rows.append(
+                {
+                    "method": method,
+                    "layer": k,
+                    "index": i,
+                    "params": g.numel(),
+                    "exact_norm": norm,
+                    "bias": float((mean - g).norm()) / norm,
+                    "std": std,
+                    "rmse": (sq_err[k] / draws) ** 0.5 / norm,
+                    "noise_floor": std / draws**0.5,
+                    "draws": draws,
+                    "seed": seed,
+                }
+            )
     return rows

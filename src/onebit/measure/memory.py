@@ -68,8 +68,11 @@ class MemoryReport:
 
     def as_dict(self) -> dict:
         d = asdict(self)
-        d.update(saved_bytes_per_image=self.saved_bytes_per_image, paper_bytes=self.paper_bytes,
-                 paper_bytes_per_image=self.paper_bytes / self.batch_size)
+        d.update(
+            saved_bytes_per_image=self.saved_bytes_per_image,
+            paper_bytes=self.paper_bytes,
+            paper_bytes_per_image=self.paper_bytes / self.batch_size,
+        )
         return d
 
 
@@ -86,7 +89,7 @@ def measure(model: nn.Module, x: Tensor, target: Tensor | None = None) -> Memory
     keep: list = []  # a recorded address must not be reused by another tensor
 
     def record(obj):
-        for t in (obj if isinstance(obj, tuple) else (obj,)):
+        for t in obj if isinstance(obj, tuple) else (obj,):
             if not isinstance(t, Tensor):
                 continue
             k = _key(t)
@@ -106,8 +109,7 @@ def measure(model: nn.Module, x: Tensor, target: Tensor | None = None) -> Memory
         a = args[0].a if isinstance(args[0], Act) else args[0]
         inputs.setdefault(_key(a), (a.numel() // a.shape[0], a))
 
-    hooks = [m.register_forward_pre_hook(pre_hook) for m in model.modules()
-             if isinstance(m, (QConv2d, QLinear))]
+    hooks = [m.register_forward_pre_hook(pre_hook) for m in model.modules() if isinstance(m, (QConv2d, QLinear))]
     layers.OBSERVERS.append(record)
     try:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
@@ -125,15 +127,20 @@ def measure(model: nn.Module, x: Tensor, target: Tensor | None = None) -> Memory
     for nbytes, kind in saved.values():
         breakdown[kind] += nbytes
     return MemoryReport(
-        arch=config.get("arch", type(model).__name__), method=method.name,
-        batch_size=x.shape[0], input_shape=list(x.shape[1:]),
-        saved_bytes=sum(breakdown.values()), saved_breakdown=dict(sorted(breakdown.items())),
-        paper_values_per_image=sum(inputs_count.values()), activation_bits=method.activation_bits,
-        weight_bits=method.weight_bits, description=method.description)
+        arch=config.get("arch", type(model).__name__),
+        method=method.name,
+        batch_size=x.shape[0],
+        input_shape=list(x.shape[1:]),
+        saved_bytes=sum(breakdown.values()),
+        saved_breakdown=dict(sorted(breakdown.items())),
+        paper_values_per_image=sum(inputs_count.values()),
+        activation_bits=method.activation_bits,
+        weight_bits=method.weight_bits,
+        description=method.description,
+    )
 
 
-def activation_bytes_per_image(arch: str, image_size: int, in_channels: int = 3,
-                               **arch_kwargs) -> tuple[int, int]:
+def activation_bytes_per_image(arch: str, image_size: int, in_channels: int = 3, **arch_kwargs) -> tuple[int, int]:
     """(bytes of every module output of one forward pass per image at 32 bits, number
     of parameters), counted on the meta device (no memory, no compute): a size
     estimate of what an exact training step keeps."""
@@ -143,7 +150,7 @@ def activation_bytes_per_image(arch: str, image_size: int, in_channels: int = 3,
 
     def count(_mod, _inp, out):
         nonlocal total
-        for t in (out if isinstance(out, (tuple, list)) else (out,)):
+        for t in out if isinstance(out, (tuple, list)) else (out,):
             t = getattr(t, "a", t)  # an Act carries its float activation
             if isinstance(t, Tensor):
                 total += t.numel() * 4
@@ -202,6 +209,8 @@ def require_memory(arch: str, image_size: int, batch_size: int, device, in_chann
     need = 2 * act * batch_size + batch_size * in_channels * image_size**2 * 4 + 16 * params
     have = physical_memory(device)
     if need > have:
-        raise MemoryError(f"{arch} at {image_size}x{image_size}x{in_channels}, batch {batch_size} needs about "
-                          f"{need / 2**30:.1f} GiB for a training step, the {torch.device(device).type} has "
-                          f"{have / 2**30:.1f} GiB")
+        raise MemoryError(
+            f"{arch} at {image_size}x{image_size}x{in_channels}, batch {batch_size} needs about "
+            f"{need / 2**30:.1f} GiB for a training step, the {torch.device(device).type} has "
+            f"{have / 2**30:.1f} GiB"
+        )

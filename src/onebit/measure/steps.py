@@ -89,8 +89,9 @@ def _cpu_peak(fn: Callable[[], None]) -> int:
     return peak
 
 
-def step_peak(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor, method=None,
-              amp: bool = False) -> int:
+def step_peak(
+    model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor, method=None, amp: bool = False
+) -> int:
     """Peak bytes allocated by one training step above what existed before it."""
     opt.zero_grad(set_to_none=True)
     device = x.device
@@ -123,8 +124,9 @@ def step_times(runs: dict, steps: int, amp: bool = False) -> dict:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def fits_budget(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor,
-                budget: int, method=None, amp: bool = False) -> tuple[bool, int]:
+def fits_budget(
+    model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor, budget: int, method=None, amp: bool = False
+) -> tuple[bool, int]:
     """Whether state + input + the step's peak stay within ``budget`` bytes; also the total
     (-1 on a GPU out-of-memory error)."""
     try:
@@ -139,8 +141,9 @@ def fits_budget(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tens
     return total <= budget, total
 
 
-def largest_batch(fits: Callable[[int], bool], guess: int = 8, limit: int = 1 << 16,
-                  grow: float = 2.0, rel_tol: float = 0.0) -> int:
+def largest_batch(
+    fits: Callable[[int], bool], guess: int = 8, limit: int = 1 << 16, grow: float = 2.0, rel_tol: float = 0.0
+) -> int:
     """The largest ``b <= limit`` with ``fits(b)``, assuming ``fits`` is monotone;
     0 if not even ``b = 1`` fits. Grows (or shrinks) by ``grow`` from ``guess``, then
     bisects until the bracket is within ``rel_tol`` of its lower end (0: exact)."""
@@ -191,11 +194,23 @@ def parse_bytes(text: str) -> int:
     return int(value)
 
 
-def benchmark(make_model: Callable[[str], nn.Module], methods: list, batch_size: int,
-              input_shape: tuple, num_classes: int, device: str = "cpu", seed: int = 0,
-              steps: int = 5, peak: bool = True, budget: int | None = None,
-              max_batch: int = 4096, amp: bool = False, channels_last: bool = False,
-              compile: bool = False, rel_tol: float = 0.0) -> dict:
+def benchmark(
+    make_model: Callable[[str], nn.Module],
+    methods: list,
+    batch_size: int,
+    input_shape: tuple,
+    num_classes: int,
+    device: str = "cpu",
+    seed: int = 0,
+    steps: int = 5,
+    peak: bool = True,
+    budget: int | None = None,
+    max_batch: int = 4096,
+    amp: bool = False,
+    channels_last: bool = False,
+    compile: bool = False,
+    rel_tol: float = 0.0,
+) -> dict:
     """Peak, step time and largest batch per method: ``{method: {...}}``.
 
     ``amp``: bf16 autocast; ``channels_last``: model and input in NHWC; ``compile``:
@@ -254,8 +269,9 @@ def benchmark(make_model: Callable[[str], nn.Module], methods: list, batch_size:
             if out[m].get("peak_bytes"):  # state + b * (peak + input) per image, from the measurement
                 per_image = (out[m]["peak_bytes"] + x.untyped_storage().nbytes()) / batch_size
                 guess = int(max(1, (budget - out[m]["state_bytes"]) / per_image))
-            out[m]["largest_batch"] = largest_batch(fits, guess=guess, limit=max_batch,
-                                                    grow=1.25 if rel_tol else 2.0, rel_tol=rel_tol)
+            out[m]["largest_batch"] = largest_batch(
+                fits, guess=guess, limit=max_batch, grow=1.25 if rel_tol else 2.0, rel_tol=rel_tol
+            )
             out[m]["budget_bytes"] = budget
             out[m]["batch_probes"] = len(probes)
             del model, opt

@@ -19,11 +19,23 @@ deterministic_binary = Ref("onebit.methods.quantizers:deterministic_binary")
 gaussian_binary = Ref("onebit.methods.quantizers:gaussian_binary")
 
 
-register_method(Method(
-    "cl-det", "compressed learning with a deterministic threshold 1[A > 0.5] (ablation)",
-    act_quantizer=deterministic_binary, family="ablation", color="#F0E442"))
+register_method(
+    Method(
+        "cl-det",
+        "compressed learning with a deterministic threshold 1[A > 0.5] (ablation)",
+        act_quantizer=deterministic_binary,
+        family="ablation",
+        color="#F0E442",
+    )
+)
 
 
-register_method(Method(
-    "cl-gauss", "compressed learning with Gaussian noise 1[A + g > 1], g ~ N(1/2, 1/12) (ablation)",
-    act_quantizer=gaussian_binary, family="ablation", color="#7F7F00"))
+register_method(
+    Method(
+        "cl-gauss",
+        "compressed learning with Gaussian noise 1[A + g > 1], g ~ N(1/2, 1/12) (ablation)",
+        act_quantizer=gaussian_binary,
+        family="ablation",
+        color="#7F7F00",
+    )
+)

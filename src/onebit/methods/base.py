@@ -121,8 +121,7 @@ class Method:
 
     def __post_init__(self):
         if self.family not in FAMILIES:
-            raise UserError(f"method {self.name!r}: family must be one of {', '.join(FAMILIES)}, "
-                             f"got {self.family!r}")
+            raise UserError(f"method {self.name!r}: family must be one of {', '.join(FAMILIES)}, got {self.family!r}")
         if self.strict and self.act_quantizer is None:
             raise UserError(f"method {self.name!r}: strict needs an act_quantizer")
         if self.weight_bits == 1 and self.weight_quantizer is None:
@@ -130,8 +129,7 @@ class Method:
         if self.input_scaling and not self.binary_act:
             raise UserError(f"method {self.name!r}: input_scaling needs binary_act")
         if self.binary_act and (self.act_quantizer is not None or self.strict):
-            raise UserError(f"method {self.name!r}: binary activations do not combine with "
-                             "compressed learning")
+            raise UserError(f"method {self.name!r}: binary activations do not combine with compressed learning")
 
 
 METHODS: Registry[Method] = Registry("method")

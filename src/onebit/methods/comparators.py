@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from .base import Method, register_method
 
-register_method(Method(
-    "ckpt", "activation checkpointing per residual block (torch.utils.checkpoint, non-reentrant): "
-    "exact gradients, blocks recomputed in backward", checkpoint=True, family="comparator",
-    color="#999999"))
+register_method(
+    Method(
+        "ckpt",
+        "activation checkpointing per residual block (torch.utils.checkpoint, non-reentrant): "
+        "exact gradients, blocks recomputed in backward",
+        checkpoint=True,
+        family="comparator",
+        color="#999999",
+    )
+)
 
 
 def _act2_hooks(params):
@@ -16,7 +22,14 @@ def _act2_hooks(params):
     return Act2Hooks(params)
 
 
-register_method(Method(
-    "act2", "ActNN-style 2-bit per-group stochastic compression of every saved activation, "
-    "1-bit ReLU masks", saved_hooks=_act2_hooks, mask_relu=True, saved_bits=2, family="comparator",
-    color="#8C564B"))
+register_method(
+    Method(
+        "act2",
+        "ActNN-style 2-bit per-group stochastic compression of every saved activation, 1-bit ReLU masks",
+        saved_hooks=_act2_hooks,
+        mask_relu=True,
+        saved_bits=2,
+        family="comparator",
+        color="#8C564B",
+    )
+)

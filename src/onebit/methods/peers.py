@@ -32,23 +32,51 @@ binary_weight_network = Ref("onebit.methods.quantizers:binary_weight_network")
 clip_binary_weights = Ref("onebit.methods.quantizers:clip_binary_weights")
 
 
-register_method(Method(
-    "bc", "BinaryConnect: sign(W), straight-through gradient gated by |W| <= 1, W clipped to "
-    "[-1, 1] after each step", weight_quantizer=binary_connect, weight_bits=1,
-    after_step=clip_binary_weights,
-    family="peer", color="#009E73"))
-register_method(Method(
-    "bwn", "Binary-Weight-Network: alpha * sign(W), alpha = mean |W| per output channel; first and "
-    "last layer 32-bit", weight_quantizer=binary_weight_network, weight_bits=1, fp32_first_last=True,
-    family="peer", color="#56B4E9"))
-register_method(Method(
-    "xnor", "XNOR-Net: BWN weights, sign activations (hard-tanh straight-through), conv outputs "
-    "scaled by the window mean of |input|; first and last layer 32-bit",
-    weight_quantizer=binary_weight_network, weight_bits=1, binary_act=True, input_scaling=True,
-    fp32_first_last=True,
-    family="peer", color="#2CA02C"))
-register_method(Method(
-    "bnn", "Binarized Neural Network: sign weights (clipped to [-1, 1]) and sign activations, "
-    "hard-tanh straight-through", weight_quantizer=binary_connect, weight_bits=1, binary_act=True,
-    after_step=clip_binary_weights,
-    family="peer", color="#17BECF"))
+register_method(
+    Method(
+        "bc",
+        "BinaryConnect: sign(W), straight-through gradient gated by |W| <= 1, W clipped to [-1, 1] after each step",
+        weight_quantizer=binary_connect,
+        weight_bits=1,
+        after_step=clip_binary_weights,
+        family="peer",
+        color="#009E73",
+    )
+)
+register_method(
+    Method(
+        "bwn",
+        "Binary-Weight-Network: alpha * sign(W), alpha = mean |W| per output channel; first and last layer 32-bit",
+        weight_quantizer=binary_weight_network,
+        weight_bits=1,
+        fp32_first_last=True,
+        family="peer",
+        color="#56B4E9",
+    )
+)
+register_method(
+    Method(
+        "xnor",
+        "XNOR-Net: BWN weights, sign activations (hard-tanh straight-through), conv outputs "
+        "scaled by the window mean of |input|; first and last layer 32-bit",
+        weight_quantizer=binary_weight_network,
+        weight_bits=1,
+        binary_act=True,
+        input_scaling=True,
+        fp32_first_last=True,
+        family="peer",
+        color="#2CA02C",
+    )
+)
+register_method(
+    Method(
+        "bnn",
+        "Binarized Neural Network: sign weights (clipped to [-1, 1]) and sign activations, hard-tanh straight-through",
+        weight_quantizer=binary_connect,
+        weight_bits=1,
+        binary_act=True,
+        after_step=clip_binary_weights,
+        family="peer",
+        color="#17BECF",
+    )
+)

@@ -70,8 +70,9 @@ class _MethodMixin:
 
 
 class QConv2d(_MethodMixin, nn.Conv2d):
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 *, method="fp32", quantize_weight=True):
+    def __init__(
+        self, in_channels, out_channels, kernel_size, stride=1, padding=0, *, method="fp32", quantize_weight=True
+    ):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias=False)
         self._init_method(method, quantize_weight)
 
@@ -83,8 +84,7 @@ class QConv2d(_MethodMixin, nn.Conv2d):
             y = QConvFn.apply(a, aq, self.weight, q, self.stride, self.padding)
         scale = as_act(x).scale
         if scale is not None:  # XNOR-Net: K = mean_c |I| averaged over each window (zero padding)
-            y = y * F.avg_pool2d(scale, self.kernel_size, self.stride, self.padding,
-                                 count_include_pad=True)
+            y = y * F.avg_pool2d(scale, self.kernel_size, self.stride, self.padding, count_include_pad=True)
         return y
 
 
@@ -117,16 +117,18 @@ class BNReLU(nn.BatchNorm2d):
     projection shortcut) inside the same unit.
     """
 
-    def __init__(self, num_features, *, method="fp32", affine=False, eps=1e-5, momentum=0.1,
-                 binary_act: Optional[bool] = None):
+    def __init__(
+        self, num_features, *, method="fp32", affine=False, eps=1e-5, momentum=0.1, binary_act: Optional[bool] = None
+    ):
         super().__init__(num_features, eps=eps, momentum=momentum, affine=affine)
         self.method = get_method(method)
         #: sign instead of ReLU (default: the method's); False keeps a real activation where a
         #: method's own definition does (the input of a 32-bit last layer)
         self.binary_act = self.method.binary_act if binary_act is None else binary_act
 
-    def forward(self, x: Tensor, residual: Optional[Tensor] = None,
-                shortcut: Optional[tuple[nn.BatchNorm2d, Tensor]] = None) -> Act:
+    def forward(
+        self, x: Tensor, residual: Optional[Tensor] = None, shortcut: Optional[tuple[nn.BatchNorm2d, Tensor]] = None
+    ) -> Act:
         m = self.method
         if m.strict and self.training and torch.is_grad_enabled():
             groups = [self, x, self.weight, self.bias]
@@ -191,8 +193,7 @@ def frozen_bn_stats(module: nn.Module):
     """BN running statistics unchanged inside (a checkpointed block's recomputation
     must not update them a second time)."""
     bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
-             for m in bns]
+    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in bns]
     for m in bns:
         m.momentum = 0.0
     try:
@@ -210,5 +211,6 @@ def run_block(block: nn.Module, fn, x: Tensor) -> Tensor:
     if block.method.checkpoint and block.training and torch.is_grad_enabled():
         _observe(x)
         return torch.utils.checkpoint.checkpoint(
-            fn, x, use_reentrant=False, context_fn=lambda: (nullcontext(), frozen_bn_stats(block)))
+            fn, x, use_reentrant=False, context_fn=lambda: (nullcontext(), frozen_bn_stats(block))
+        )
     return fn(x)

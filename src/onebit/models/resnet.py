@@ -23,8 +23,7 @@ class BasicBlock(nn.Module):
         self.bn2 = BNReLU(c_out, method=method, affine=True)
         self.downsample = None
         if stride != 1 or c_in != c_out:
-            self.downsample = nn.Sequential(QConv2d(c_in, c_out, 1, stride, method=method),
-                                            nn.BatchNorm2d(c_out))
+            self.downsample = nn.Sequential(QConv2d(c_in, c_out, 1, stride, method=method), nn.BatchNorm2d(c_out))
         self.method = get_method(method)
 
     def forward(self, x: Act) -> Act:
@@ -40,19 +39,16 @@ class BasicBlock(nn.Module):
 
 
 class ResNet18(nn.Module):
-    def __init__(self, num_classes: int = 1000, in_channels: int = 3, *, method="fp32",
-                 fp32_first_last: bool = False):
+    def __init__(self, num_classes: int = 1000, in_channels: int = 3, *, method="fp32", fp32_first_last: bool = False):
         super().__init__()
         self.method = method = get_method(method)
         fp32_first_last = fp32_first_last or method.fp32_first_last  # weights only, here
-        self.conv1 = QConv2d(in_channels, 64, 7, 2, 3, method=method,
-                             quantize_weight=not fp32_first_last)
+        self.conv1 = QConv2d(in_channels, 64, 7, 2, 3, method=method, quantize_weight=not fp32_first_last)
         self.bn1 = BNReLU(64, method=method, affine=True)
         c = 64
         for i, w in enumerate((64, 128, 256, 512), start=1):
             stride = 1 if i == 1 else 2
-            setattr(self, f"layer{i}", nn.Sequential(BasicBlock(c, w, stride, method),
-                                                    BasicBlock(w, w, 1, method)))
+            setattr(self, f"layer{i}", nn.Sequential(BasicBlock(c, w, stride, method), BasicBlock(w, w, 1, method)))
             c = w
         self.fc = QLinear(512, num_classes, method=method, quantize_weight=not fp32_first_last)
         for mod in self.modules():

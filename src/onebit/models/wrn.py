@@ -50,16 +50,29 @@ class WRN(nn.Module):
     """``stages`` of ``base * width * 2**i`` channels; ``stem``: "cifar" (3x3 conv) or
     "imagenet" (7x7/2 conv and 3x3/2 max pool)."""
 
-    def __init__(self, depth: int = 20, width: float = 10, num_classes: int = 10,
-                 in_channels: int = 3, *, method="fp32", bn_affine: bool = False,
-                 fp32_first_last: bool = False, pool_count_pad: bool = False,
-                 stages: int = 3, base: int = 16, stem: str = "cifar"):
+    def __init__(
+        self,
+        depth: int = 20,
+        width: float = 10,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        *,
+        method="fp32",
+        bn_affine: bool = False,
+        fp32_first_last: bool = False,
+        pool_count_pad: bool = False,
+        stages: int = 3,
+        base: int = 16,
+        stem: str = "cifar",
+    ):
         super().__init__()
         per_block = 2 * stages
         if not isinstance(depth, int) or depth < per_block + 2 or (depth - 2) % per_block:
             first = [per_block * n + 2 for n in (1, 2, 3, 4)]
-            raise ConfigError(f"WRN depth must be {per_block}n + 2 with n >= 1 "
-                              f"({', '.join(map(str, first))}, ...), got {depth!r}", "depth")
+            raise ConfigError(
+                f"WRN depth must be {per_block}n + 2 with n >= 1 ({', '.join(map(str, first))}, ...), got {depth!r}",
+                "depth",
+            )
         if not width > 0:
             raise ConfigError(f"WRN width must be positive, got {width!r}", "width")
         self.method = method = get_method(method)
@@ -69,8 +82,11 @@ class WRN(nn.Module):
         n = (depth - 2) // per_block
         widths = [int(round(base * 2**i * width)) for i in range(stages)]
         if widths[0] < 1:
-            raise ConfigError(f"WRN width {width!r} gives {base} x {width!r} = 0 channels in the first stage; "
-                              f"use a width of at least {1 / base:g}", "width")
+            raise ConfigError(
+                f"WRN width {width!r} gives {base} x {width!r} = 0 channels in the first stage; "
+                f"use a width of at least {1 / base:g}",
+                "width",
+            )
         self.stem = stem
         self.bn_in = nn.BatchNorm2d(in_channels)  # learned scale/offset: it normalises raw pixels
         k, s, p = (7, 2, 3) if stem == "imagenet" else (3, 1, 1)
@@ -82,8 +98,7 @@ class WRN(nn.Module):
                 blocks.append(Block(c, w, stride, method, bn_affine, pool_count_pad))
                 c = w
         self.blocks = nn.Sequential(*blocks)
-        self.bn_head = BNReLU(c, method=method, affine=bn_affine,
-                              binary_act=method.binary_act and not fp_ends)
+        self.bn_head = BNReLU(c, method=method, affine=bn_affine, binary_act=method.binary_act and not fp_ends)
         self.conv_head = QConv2d(c, num_classes, 1, method=method, quantize_weight=not fp_ends)
         self.bn_out = nn.BatchNorm2d(num_classes, affine=bn_affine)
         for mod in self.modules():
@@ -106,13 +121,11 @@ class WRN(nn.Module):
             return h.mean((2, 3))
 
 
-def wrn(depth: int = 20, width: float = 10, num_classes: int = 10, in_channels: int = 3,
-        **kwargs) -> WRN:
+def wrn(depth: int = 20, width: float = 10, num_classes: int = 10, in_channels: int = 3, **kwargs) -> WRN:
     """Wide ResNet "depth-width" of McDonnell [P]; e.g. WRN-20-10."""
     return WRN(depth, width, num_classes, in_channels, **kwargs)
 
 
-def wrn_imagenet(depth: int = 18, width: float = 2.5, num_classes: int = 1000, in_channels: int = 3,
-                 **kwargs) -> WRN:
+def wrn_imagenet(depth: int = 18, width: float = 2.5, num_classes: int = 1000, in_channels: int = 3, **kwargs) -> WRN:
     """The ImageNet wide ResNet of [P] Table 2, e.g. "18-2.5" (4 stages, 7x7/2 stem)."""
     return WRN(depth, width, num_classes, in_channels, stages=4, base=64, stem="imagenet", **kwargs)

@@ -47,8 +47,11 @@ def quantize2(x: Tensor):
     q = torch.floor((g - mn) / safe + torch.rand_like(g)).clamp_(0, 3).to(torch.uint8).reshape(-1)
     q = torch.cat([q, q.new_zeros((-q.numel()) % 4)])
     packed = (q.view(-1, 4) << _SHIFTS.to(q.device)).sum(1, dtype=torch.uint8)
-    return (tag(packed, "2-bit activations"), tag(torch.cat([mn, scale], 1), "group statistics"),
-            (tuple(x.shape), x.dtype, group, length))
+    return (
+        tag(packed, "2-bit activations"),
+        tag(torch.cat([mn, scale], 1), "group statistics"),
+        (tuple(x.shape), x.dtype, group, length),
+    )
 
 
 @reference
@@ -56,7 +59,7 @@ def dequantize2(packed: Tensor, stats: Tensor, meta) -> Tensor:
     shape, dtype, group, length = meta
     q = ((packed.unsqueeze(1) >> _SHIFTS.to(packed.device)) & 3).reshape(-1)
     n_groups = stats.shape[0]
-    g = q[:n_groups * group].view(n_groups, group).float() * stats[:, 1:] + stats[:, :1]
+    g = q[: n_groups * group].view(n_groups, group).float() * stats[:, 1:] + stats[:, :1]
     rows = g.reshape(-1, length + (-length) % group)[:, :length]
     if len(shape) < 2:
         return rows.reshape(shape).to(dtype)
@@ -71,8 +74,7 @@ class Act2Hooks(torch.autograd.graph.saved_tensors_hooks):
         self.params = params or set()
 
         def pack(t: Tensor):
-            if (not t.is_floating_point() or t.numel() < MIN_NUMEL
-                    or t.untyped_storage().data_ptr() in self.params):
+            if not t.is_floating_point() or t.numel() < MIN_NUMEL or t.untyped_storage().data_ptr() in self.params:
                 return t
             return quantize2(t)
 

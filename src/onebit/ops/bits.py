@@ -35,8 +35,12 @@ def pack_bits(mask: torch.Tensor) -> torch.Tensor:
 
 
 @reference
-def unpack_bits(packed: torch.Tensor, shape: torch.Size | tuple[int, ...],
-                dtype: torch.dtype = torch.float32, channels_last: bool = False) -> torch.Tensor:
+def unpack_bits(
+    packed: torch.Tensor,
+    shape: torch.Size | tuple[int, ...],
+    dtype: torch.dtype = torch.float32,
+    channels_last: bool = False,
+) -> torch.Tensor:
     """Inverse of :func:`pack_bits`: a tensor of ``shape`` with 0/1 values (laid out
     channels-last when it was packed from such a tensor)."""
     numel = 1
@@ -51,8 +55,14 @@ def unpack_bits(packed: torch.Tensor, shape: torch.Size | tuple[int, ...],
     return bits.reshape(shape).to(dtype)
 
 
-def unpack_batch_slice(packed: torch.Tensor, shape: torch.Size | tuple[int, ...], start: int, stop: int,
-                       dtype: torch.dtype = torch.float32, channels_last: bool = False) -> torch.Tensor:
+def unpack_batch_slice(
+    packed: torch.Tensor,
+    shape: torch.Size | tuple[int, ...],
+    start: int,
+    stop: int,
+    dtype: torch.dtype = torch.float32,
+    channels_last: bool = False,
+) -> torch.Tensor:
     """Images ``start:stop`` of the tensor of ``shape`` packed by :func:`pack_bits`,
     unpacking only their bytes (each image's bits are contiguous in either layout;
     for a part of the batch, its bit count must be a multiple of 8)."""
@@ -64,5 +74,4 @@ def unpack_batch_slice(packed: torch.Tensor, shape: torch.Size | tuple[int, ...]
     if per_image % 8:
         raise ValueError(f"an image of shape {tuple(shape[1:])} does not fill whole bytes")
     nbytes = per_image // 8
-    return unpack_bits(packed[start * nbytes:stop * nbytes], (stop - start, *shape[1:]), dtype,
-                       channels_last)
+    return unpack_bits(packed[start * nbytes : stop * nbytes], (stop - start, *shape[1:]), dtype, channels_last)

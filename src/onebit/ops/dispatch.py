@@ -55,8 +55,9 @@ def register_fused(name: str, device_type: str, fn: Callable | None = None):
     decorator). It takes the reference's arguments and must return what the reference does."""
     ops()  # every op registered
     if name not in _REFERENCES:
-        raise ConfigError(f"no op named {name!r} to register a fused kernel for; the ops are: "
-                          f"{', '.join(sorted(_REFERENCES))}")
+        raise ConfigError(
+            f"no op named {name!r} to register a fused kernel for; the ops are: {', '.join(sorted(_REFERENCES))}"
+        )
 
     def add(f: Callable) -> Callable:
         _FUSED[name][device_type] = f

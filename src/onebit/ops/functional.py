@@ -83,8 +83,9 @@ class QConvFn(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, a: Tensor, aq: Optional[Tensor], weight: Tensor,
-                quantizer: Optional[Quantizer], stride, padding) -> Tensor:
+    def forward(
+        ctx, a: Tensor, aq: Optional[Tensor], weight: Tensor, quantizer: Optional[Quantizer], stride, padding
+    ) -> Tensor:
         w_hat = quantizer(weight) if quantizer is not None else weight
         ctx.quantizer, ctx.stride, ctx.padding = quantizer, stride, padding
         ctx.a_shape, ctx.packed, ctx.a_dtype = a.shape, aq is not None, a.dtype
@@ -113,26 +114,36 @@ class QConvFn(torch.autograd.Function):
         if need_w:
             gw_hat = None
             for start, stop in slices:  # the float copy of A_q exists a batch slice at a time
-                a = (unpack_batch_slice(saved, ctx.a_shape, start, stop, grad.dtype, ctx.nhwc)
-                     if ctx.packed else saved.to(grad.dtype))
+                a = (
+                    unpack_batch_slice(saved, ctx.a_shape, start, stop, grad.dtype, ctx.nhwc)
+                    if ctx.packed
+                    else saved.to(grad.dtype)
+                )
                 part = torch.ops.aten.convolution_backward(
-                    grad[start:stop], a, w_cast, None, *conv_args, (False, True, False))[1]
+                    grad[start:stop], a, w_cast, None, *conv_args, (False, True, False)
+                )[1]
                 gw_hat = part if gw_hat is None else gw_hat.add_(part)
                 del a, part
             gw_hat = gw_hat.to(w_hat.dtype)
             gw = torch.autograd.grad(w_hat, w_leaf, gw_hat)[0] if q is not None else gw_hat
         if need_a:
+
             def input_grad(start, stop):
                 # sizes only, as torch.nn.grad does: allocates nothing
                 shape_only = grad.new_empty(1).expand((stop - start, *ctx.a_shape[1:]))
                 return torch.ops.aten.convolution_backward(
-                    grad[start:stop], shape_only, w_cast, None, *conv_args, (True, False, False))[0]
+                    grad[start:stop], shape_only, w_cast, None, *conv_args, (True, False, False)
+                )[0]
 
             if len(slices) == 1:
                 ga = input_grad(*slices[0])
             else:
-                ga = torch.empty(ctx.a_shape, dtype=grad.dtype, device=grad.device, memory_format=(
-                    torch.channels_last if ctx.nhwc else torch.contiguous_format))
+                ga = torch.empty(
+                    ctx.a_shape,
+                    dtype=grad.dtype,
+                    device=grad.device,
+                    memory_format=(torch.channels_last if ctx.nhwc else torch.contiguous_format),
+                )
                 for start, stop in slices:
                     ga[start:stop] = input_grad(start, stop)
             ga = ga.to(ctx.a_dtype)
@@ -262,7 +273,7 @@ class StrictBNReLU(torch.autograd.Function):
     def backward(ctx, grad_a: Tensor, _grad_aq):
         saved = ctx.saved_tensors
         n_bn = len(ctx.affine)
-        aq, p0, stats, gammas = saved[0], saved[1], saved[2:2 + n_bn], list(saved[2 + n_bn:])
+        aq, p0, stats, gammas = saved[0], saved[1], saved[2 : 2 + n_bn], list(saved[2 + n_bn :])
         bit = unpack_bits(aq, ctx.shape, torch.bool, ctx.nhwc)
         dims = (0, 2, 3)
         count = bit.numel() / bit.shape[1]
@@ -360,7 +371,8 @@ def avg_pool_pad_backward(grad: Tensor, shape: torch.Size, count_pad: bool) -> T
     """The input gradient of :class:`AvgPoolPad`."""
     shape_only = grad.new_empty(1).expand(shape)  # sizes only: allocates nothing
     return torch.ops.aten.avg_pool2d_backward(
-        grad[:, :shape[1]].contiguous(), shape_only, [3, 3], [2, 2], [1, 1], False, count_pad, None)
+        grad[:, : shape[1]].contiguous(), shape_only, [3, 3], [2, 2], [1, 1], False, count_pad, None
+    )
 
 
 class CompactMaxPool(torch.autograd.Function):

@@ -45,35 +45,52 @@ def load_claims(published_path, published: "pd.DataFrame | None" = None) -> Clai
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{path}: missing. The report reads the sources' names, the tables' titles and the "
-                          f"tolerances from claims.yaml beside {published_path}; copy config/claims.yaml "
-                          "there and edit it.") from None
+        raise ConfigError(
+            f"{path}: missing. The report reads the sources' names, the tables' titles and the "
+            f"tolerances from claims.yaml beside {published_path}; copy config/claims.yaml "
+            "there and edit it."
+        ) from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e}). Fix the file (see config/claims.yaml).") from None
     if not isinstance(raw, dict) or not all(isinstance(raw.get(k), dict) for k in ("sources", "tables", "tolerance")):
         raise ConfigError(f"{path}: needs three mappings, sources, tables and tolerance (see config/claims.yaml).")
-    bad = {k: v for k, v in raw["tolerance"].items()
-           if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0}
+    bad = {
+        k: v
+        for k, v in raw["tolerance"].items()
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0
+    }
     if bad:
         raise ConfigError(f"{path}: tolerance {bad} is not a number of points >= 0.")
-    claims = Claims(sources={str(k): str(v) for k, v in raw["sources"].items()},
-                    tables={str(k): str(v) for k, v in raw["tables"].items()},
-                    tolerance={str(k): float(v) for k, v in raw["tolerance"].items()})
+    claims = Claims(
+        sources={str(k): str(v) for k, v in raw["sources"].items()},
+        tables={str(k): str(v) for k, v in raw["tables"].items()},
+        tolerance={str(k): float(v) for k, v in raw["tolerance"].items()},
+    )
     if published is not None:
-        errors = [f"{what} {sorted(missing)}" for what, missing in (
-            ("sources", set(published["paper_source"]) - set(claims.sources)),
-            ("tolerances for the datasets", set(published.loc[published["metric"] != MEMORY_METRIC, "dataset"])
-             - set(claims.tolerance)))
-            if missing]
+        errors = [
+            f"{what} {sorted(missing)}"
+            for what, missing in (
+                ("sources", set(published["paper_source"]) - set(claims.sources)),
+                (
+                    "tolerances for the datasets",
+                    set(published.loc[published["metric"] != MEMORY_METRIC, "dataset"]) - set(claims.tolerance),
+                ),
+            )
+            if missing
+        ]
         if errors:
-            raise ConfigError(f"{path}: {published_path} names {' and '.join(errors)} that {path.name} lacks. "
-                              f"Add them to {path}.")
+            raise ConfigError(
+                f"{path}: {published_path} names {' and '.join(errors)} that {path.name} lacks. Add them to {path}."
+            )
     return claims
 
 
 def _paper_scale(r, pub) -> bool:
-    same_net = (r["arch"] == pub["arch"] and (pd.isna(pub["depth"]) or float(r["depth"]) == float(pub["depth"]))
-                and (pd.isna(pub["width"]) or float(r["width"]) == float(pub["width"])))
+    same_net = (
+        r["arch"] == pub["arch"]
+        and (pd.isna(pub["depth"]) or float(r["depth"]) == float(pub["depth"]))
+        and (pd.isna(pub["width"]) or float(r["width"]) == float(pub["width"]))
+    )
     full = pd.isna(r.get("train_subset")) and pd.isna(r.get("test_subset"))
     epochs = pd.isna(pub["epochs"]) or int(r["epochs"]) == int(pub["epochs"])
     return bool(same_net and full and epochs)
@@ -86,13 +103,43 @@ def is_quoted(paper_row: str) -> bool:
 
 #: the columns of :func:`verdicts`
 VERDICT_COLUMNS = [
-    "paper_source", "paper_table", "paper_row", "method", "dataset", "arch", "depth", "width", "epochs", "metric",
-    "claim", "claimed_gap", "row", "run_dataset", "run_arch", "run_depth", "run_width", "run_epochs", "subset",
-    "seeds", "reproduced", "reproduced_sd", "gap", "difference", "tolerance", "verdict"]
+    "paper_source",
+    "paper_table",
+    "paper_row",
+    "method",
+    "dataset",
+    "arch",
+    "depth",
+    "width",
+    "epochs",
+    "metric",
+    "claim",
+    "claimed_gap",
+    "row",
+    "run_dataset",
+    "run_arch",
+    "run_depth",
+    "run_width",
+    "run_epochs",
+    "subset",
+    "seeds",
+    "reproduced",
+    "reproduced_sd",
+    "gap",
+    "difference",
+    "tolerance",
+    "verdict",
+]
 
 
-def verdicts(published: pd.DataFrame, summary: pd.DataFrame, gaps: pd.DataFrame, paper_gaps: pd.DataFrame,
-             claims: Claims, memory: "pd.DataFrame | None" = None) -> pd.DataFrame:
+def verdicts(
+    published: pd.DataFrame,
+    summary: pd.DataFrame,
+    gaps: pd.DataFrame,
+    paper_gaps: pd.DataFrame,
+    claims: Claims,
+    memory: "pd.DataFrame | None" = None,
+) -> pd.DataFrame:
     """One line per published number: the claim, what this grid reproduced for it (the
     first grid row linked to it by paper_source, paper_table and paper_row, on the same
     dataset where there is one) and a verdict key:
@@ -112,34 +159,62 @@ def verdicts(published: pd.DataFrame, summary: pd.DataFrame, gaps: pd.DataFrame,
     out = []
     for _, p in published.iterrows():
         metric = p["metric"]
-        line = {k: p[k] for k in ("paper_source", "paper_table", "paper_row", "method", "dataset", "arch", "depth",
-                                  "width", "epochs", "metric")}
+        line = {
+            k: p[k]
+            for k in (
+                "paper_source",
+                "paper_table",
+                "paper_row",
+                "method",
+                "dataset",
+                "arch",
+                "depth",
+                "width",
+                "epochs",
+                "metric",
+            )
+        }
         line["claim"] = p["value"]
         if metric == MEMORY_METRIC:
             line["verdict"] = "not run"
             r18 = pd.DataFrame()
             if memory is not None and len(memory):
-                r18 = memory[(memory["arch"] == "resnet18") & (memory["quantity"] == "paper accounting")
-                             & (memory["kind"] == "total") & (memory["method"] == p["method"])]
+                r18 = memory[
+                    (memory["arch"] == "resnet18")
+                    & (memory["quantity"] == "paper accounting")
+                    & (memory["kind"] == "total")
+                    & (memory["method"] == p["method"])
+                ]
             if len(r18):
                 got = float(r18["bytes_per_image"].iloc[0]) * 256
                 line.update(reproduced=got, difference=got / p["value"] - 1, verdict="memory", run_arch="resnet18")
             out.append(line)
             continue
         line["claimed_gap"] = pgap.get((p["paper_source"], p["paper_row"], p["dataset"], metric))
-        linked = summary[(summary["paper_source"] == p["paper_source"]) & (summary["paper_table"] == p["paper_table"])
-                         & (summary["paper_row"] == p["paper_row"])].dropna(subset=["test_err_mean"])
+        linked = summary[
+            (summary["paper_source"] == p["paper_source"])
+            & (summary["paper_table"] == p["paper_table"])
+            & (summary["paper_row"] == p["paper_row"])
+        ].dropna(subset=["test_err_mean"])
         same = linked[linked["dataset"] == p["dataset"]]
         col = "test_err_mean" if metric == "top1_err" else "test_top5_mean"
         use = same if len(same) else linked
         quoted = is_quoted(p["paper_row"])
         if len(use) and (metric == "top1_err" or col in use):
             r = use.iloc[0]
-            line.update(row=r["row"], run_dataset=r["dataset"], run_arch=r["arch"], run_depth=r["depth"],
-                        run_width=r["width"], run_epochs=int(r["epochs"]), subset=pd.notna(r.get("train_subset")),
-                        seeds=int(r["seeds"]), reproduced=r[col],
-                        reproduced_sd=r["test_err_std"] if metric == "top1_err" else None,
-                        gap=g.get(r["row"]) if metric == "top1_err" else None)
+            line.update(
+                row=r["row"],
+                run_dataset=r["dataset"],
+                run_arch=r["arch"],
+                run_depth=r["depth"],
+                run_width=r["width"],
+                run_epochs=int(r["epochs"]),
+                subset=pd.notna(r.get("train_subset")),
+                seeds=int(r["seeds"]),
+                reproduced=r[col],
+                reproduced_sd=r["test_err_std"] if metric == "top1_err" else None,
+                gap=g.get(r["row"]) if metric == "top1_err" else None,
+            )
             if quoted:
                 line["verdict"] = "quoted"
             elif len(same) and _paper_scale(r, p):
@@ -153,8 +228,9 @@ def verdicts(published: pd.DataFrame, summary: pd.DataFrame, gaps: pd.DataFrame,
         out.append(line)
     df = pd.DataFrame(out, columns=VERDICT_COLUMNS)
     rank = {k: i for i, k in enumerate(VERDICT_ORDER)}
-    return df.assign(_o=df["verdict"].map(rank)).sort_values("_o", kind="stable").drop(columns="_o") \
-        .reset_index(drop=True)
+    return (
+        df.assign(_o=df["verdict"].map(rank)).sort_values("_o", kind="stable").drop(columns="_o").reset_index(drop=True)
+    )
 
 
 def table_changes(summary: pd.DataFrame, shown: "list | tuple") -> pd.DataFrame:
@@ -171,6 +247,14 @@ def table_changes(summary: pd.DataFrame, shown: "list | tuple") -> pd.DataFrame:
             mine, theirs = json.loads(r["recipe"]), json.loads(ref["recipe"])
             changed = [(k, mine.get(k)) for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
             own = r["row"] == ref["row"]
-            out.append({"table": table, "row": r["row"], "method": r["method"], "reference": ref["row"],
-                        "changed": changed, "difference": None if own else r["test_err_mean"] - ref["test_err_mean"]})
+            out.append(
+                {
+                    "table": table,
+                    "row": r["row"],
+                    "method": r["method"],
+                    "reference": ref["row"],
+                    "changed": changed,
+                    "difference": None if own else r["test_err_mean"] - ref["test_err_mean"],
+                }
+            )
     return pd.DataFrame(out, columns=["table", "row", "method", "reference", "changed", "difference"])

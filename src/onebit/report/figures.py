@@ -30,14 +30,16 @@ def palette(methods) -> dict:
     """Method -> colour: its registered ``color``; methods without one (plugins, or names not
     registered in this process) get distinct dark hues."""
     extra = iter(_EXTRA)
-    return {m: (METHODS.get(m).color if m in METHODS else None) or next(extra, "#444444")
-            for m in _order(methods)}
+    return {m: (METHODS.get(m).color if m in METHODS else None) or next(extra, "#444444") for m in _order(methods)}
 
 
 def _group(methods: pd.Series) -> pd.Series:
     """The figure panel of each method: the peers apart, everything else together."""
-    return methods.map(lambda m: FAMILIES["peer"] if m in METHODS and METHODS.get(m).family == "peer"
-                       else "the paper's methods and others")
+    return methods.map(
+        lambda m: (
+            FAMILIES["peer"] if m in METHODS and METHODS.get(m).family == "peer" else "the paper's methods and others"
+        )
+    )
 
 
 def _empty(text: str, figsize=(6.4, 1.6)) -> plt.Figure:
@@ -67,15 +69,24 @@ def error_curves(metrics: pd.DataFrame) -> plt.Figure:
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.4 * rows), squeeze=False)
     for ax, (net, group) in zip(axes.flat, panels):
         part = test[(test["network"] == net) & (test["group"] == group)]
-        sns.lineplot(data=part, x="epoch", y="top1_err", hue="method", hue_order=_order(part["method"]),
-                     palette=pal, errorbar="sd", marker="o", ax=ax)
+        sns.lineplot(
+            data=part,
+            x="epoch",
+            y="top1_err",
+            hue="method",
+            hue_order=_order(part["method"]),
+            palette=pal,
+            errorbar="sd",
+            marker="o",
+            ax=ax,
+        )
         ax.set_title(f"{net}\n{group}", fontsize=9)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel("test error (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
-    for ax in axes.flat[len(panels):]:
+    for ax in axes.flat[len(panels) :]:
         ax.set_axis_off()
     fig.suptitle("Test error per epoch (mean ± sd over seeds)")
     fig.tight_layout()
@@ -93,23 +104,49 @@ def error_vs_paper(summary: pd.DataFrame, metrics: pd.DataFrame) -> plt.Figure:
     """Final test error per method (one line each) and network (colour); the published
     value of the same row and dataset as a black cross where the paper gives one."""
     last = _final(summary, metrics)
-    groups = [g for g in ("the paper's methods and others", "peers (their own definitions)")
-              if g in set(_group(last["method"]))]
+    groups = [
+        g
+        for g in ("the paper's methods and others", "peers (their own definitions)")
+        if g in set(_group(last["method"]))
+    ]
     nets = sorted(last["network"].unique())
     netpal = dict(zip(nets, sns.color_palette("colorblind", len(nets))))
     heights = [len(set(last[_group(last["method"]) == g]["method"])) for g in groups]
-    fig, axes = plt.subplots(len(groups), 1, figsize=(7.5, 0.42 * sum(heights) + 1.6 * len(groups)),
-                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    fig, axes = plt.subplots(
+        len(groups),
+        1,
+        figsize=(7.5, 0.42 * sum(heights) + 1.6 * len(groups)),
+        gridspec_kw={"height_ratios": heights},
+        squeeze=False,
+    )
     for ax, group in zip(axes[:, 0], groups):
         part = last[_group(last["method"]) == group]
         order = _order(part["method"])
-        sns.pointplot(data=part, y="method", x="top1_err", hue="network", hue_order=nets, palette=netpal,
-                      order=order, errorbar="sd", dodge=0.4 if len(nets) > 1 else False, linestyles="none",
-                      markers="o", ax=ax)
+        sns.pointplot(
+            data=part,
+            y="method",
+            x="top1_err",
+            hue="network",
+            hue_order=nets,
+            palette=netpal,
+            order=order,
+            errorbar="sd",
+            dodge=0.4 if len(nets) > 1 else False,
+            linestyles="none",
+            markers="o",
+            ax=ax,
+        )
         pub = summary[summary["method"].isin(order)].dropna(subset=["paper_err"])
         if len(pub):
-            ax.scatter(pub["paper_err"], [order.index(m) for m in pub["method"]], marker="x", color="k", s=60,
-                       label="published", zorder=5)
+            ax.scatter(
+                pub["paper_err"],
+                [order.index(m) for m in pub["method"]],
+                marker="x",
+                color="k",
+                s=60,
+                label="published",
+                zorder=5,
+            )
         ax.set_xlabel("final test error (%)")
         ax.set_ylabel("")
         ax.set_title(group, fontsize=10)
@@ -131,22 +168,47 @@ def gap_vs_baseline(ours: pd.DataFrame, paper: pd.DataFrame, summary: pd.DataFra
         return _empty("no method next to a 32-bit row of the same recipe in this grid")
     a = ours.assign(network=_label(ours))
     methods = list(a["method"]) + list(top1["method"])
-    groups = [g for g in ("the paper's methods and others", "peers (their own definitions)")
-              if g in set(_group(pd.Series(methods)))]
+    groups = [
+        g
+        for g in ("the paper's methods and others", "peers (their own definitions)")
+        if g in set(_group(pd.Series(methods)))
+    ]
     heights = [len(set(m for m in methods if _group(pd.Series([m]))[0] == g)) for g in groups]
-    fig, axes = plt.subplots(len(groups), 1, figsize=(8, 0.45 * sum(heights) + 1.8 * len(groups)),
-                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    fig, axes = plt.subplots(
+        len(groups),
+        1,
+        figsize=(8, 0.45 * sum(heights) + 1.8 * len(groups)),
+        gridspec_kw={"height_ratios": heights},
+        squeeze=False,
+    )
     nets = sorted(a["network"].unique())
     pal = dict(zip(nets, sns.color_palette("colorblind", len(nets))))
     for ax, group in zip(axes[:, 0], groups):
         order = _order([m for m in methods if _group(pd.Series([m]))[0] == group])
         part = a[a["method"].isin(order)]
         if len(part):
-            sns.stripplot(data=part, y="method", x="gap", hue="network", hue_order=nets, palette=pal, order=order,
-                          jitter=0.12, size=7, ax=ax)
+            sns.stripplot(
+                data=part,
+                y="method",
+                x="gap",
+                hue="network",
+                hue_order=nets,
+                palette=pal,
+                order=order,
+                jitter=0.12,
+                size=7,
+                ax=ax,
+            )
         pub = top1[top1["method"].isin(order)]
-        ax.scatter(pub["gap"], [order.index(m) for m in pub["method"]], marker="x", color="k", s=55, zorder=5,
-                   label="published gap of the row it stands for")
+        ax.scatter(
+            pub["gap"],
+            [order.index(m) for m in pub["method"]],
+            marker="x",
+            color="k",
+            s=55,
+            zorder=5,
+            label="published gap of the row it stands for",
+        )
         ax.set_yticks(range(len(order)), order)
         ax.axvline(0, color="grey", lw=0.8)
         ax.set_xlabel("method − 32-bit test error (percentage points)")
@@ -171,9 +233,21 @@ def memory_per_method(memory: pd.DataFrame) -> plt.Figure:
         return _empty("no memory measurement configured for this grid (memory: in config/config.yaml)")
     hue_order = [q for q in MEMORY_QUANTITIES if q in set(tot["quantity"])]
     n = tot["measurement"].nunique()
-    g = sns.catplot(data=tot, y="method", x="bytes_per_image", hue="quantity", hue_order=hue_order,
-                    palette="colorblind", col="measurement", col_wrap=min(n, 2), order=_order(tot["method"]),
-                    kind="bar", height=0.28 * tot["method"].nunique() + 1.5, aspect=1.5, sharex=False)
+    g = sns.catplot(
+        data=tot,
+        y="method",
+        x="bytes_per_image",
+        hue="quantity",
+        hue_order=hue_order,
+        palette="colorblind",
+        col="measurement",
+        col_wrap=min(n, 2),
+        order=_order(tot["method"]),
+        kind="bar",
+        height=0.28 * tot["method"].nunique() + 1.5,
+        aspect=1.5,
+        sharex=False,
+    )
     for ax in g.axes.flat:
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_locator(LogLocator(base=4))  # 64 KiB, 256 KiB, 1 MiB, 4 MiB, ...
@@ -197,14 +271,14 @@ def gradient_fidelity(fidelity: pd.DataFrame) -> plt.Figure:
     df = fidelity[fidelity["exact_norm"] > 0].copy()
     pal = palette(df["method"])
     layers = df.drop_duplicates("index").sort_values("index")["layer"].tolist()
-    for ax, col, title in zip(axes, ["bias", "std"], ["bias: |mean gradient - exact|",
-                                                      "spread of one draw"]):
+    for ax, col, title in zip(axes, ["bias", "std"], ["bias: |mean gradient - exact|", "spread of one draw"]):
         shown = df[df[col] > 0]  # a log axis cannot show 0: such methods are named in the title
         zero = [m for m in pal if m in set(df["method"]) and not (df.loc[df["method"] == m, col] > 0).any()]
         if zero:
             title += f"\n(0 for {', '.join(zero)}: not shown)"
-        sns.lineplot(data=shown, x="layer", y=col, hue="method", hue_order=list(pal), palette=pal, marker="o",
-                     ax=ax, sort=False)
+        sns.lineplot(
+            data=shown, x="layer", y=col, hue="method", hue_order=list(pal), palette=pal, marker="o", ax=ax, sort=False
+        )
         if col == "bias":
             floor = df.groupby("layer", sort=False)["noise_floor"].max().reindex(layers)
             ax.plot(layers, floor.values, ":", color="grey", label="noise floor (max)")

@@ -32,8 +32,10 @@ def tidy_metrics(final_paths: list, grid: pd.DataFrame) -> pd.DataFrame:
             final = json.loads(Path(path).read_text())
             df = pd.read_json(run / "metrics.jsonl", lines=True)
         except ValueError as e:
-            raise InconsistentRun(f"{run}: final.json or metrics.jsonl is not readable ({e}): the run directory "
-                                  "was damaged. Delete it and run the pipeline again to retrain it.") from None
+            raise InconsistentRun(
+                f"{run}: final.json or metrics.jsonl is not readable ({e}): the run directory "
+                "was damaged. Delete it and run the pipeline again to retrain it."
+            ) from None
         _check_against_grid(run, final, grid.loc[row_id] if row_id in grid.index else None, seed)
         _check_against_final(run, df, final)
         df.insert(0, "row", row_id)
@@ -57,7 +59,8 @@ def _check_against_grid(run: Path, final: dict, row, seed: str) -> None:
         raise InconsistentRun(
             f"{run}: its final.json is not the run the grid asks for (field: (run, grid): {differ}). The grid was "
             "edited after the run finished, or the run was copied from elsewhere: delete the run directory (or "
-            "restore the grid) and run the pipeline again.")
+            "restore the grid) and run the pipeline again."
+        )
 
 
 def _check_against_final(run: Path, metrics: pd.DataFrame, final: dict) -> None:
@@ -79,12 +82,25 @@ def _check_against_final(run: Path, metrics: pd.DataFrame, final: dict) -> None:
     if problems:
         raise InconsistentRun(
             f"{run}: metrics.jsonl disagrees with final.json ({'; '.join(problems)}): the run directory "
-            "was damaged or mixed. Delete the run directory and run the pipeline again to retrain it.")
+            "was damaged or mixed. Delete the run directory and run the pipeline again to retrain it."
+        )
 
 
 #: the columns of config/published.tsv
-PUBLISHED_COLUMNS = ["source", "table", "row", "method", "arch", "depth", "width", "params", "epochs", "dataset",
-                     "metric", "value"]
+PUBLISHED_COLUMNS = [
+    "source",
+    "table",
+    "row",
+    "method",
+    "arch",
+    "depth",
+    "width",
+    "params",
+    "epochs",
+    "dataset",
+    "metric",
+    "value",
+]
 
 
 def load_published(path) -> pd.DataFrame:
@@ -92,12 +108,16 @@ def load_published(path) -> pd.DataFrame:
     try:
         pub = pd.read_csv(path, sep="\t", dtype={"value": float})
     except ValueError as e:
-        raise ConfigError(f"{path}: not a table of published numbers ({e}); every 'value' must be a number "
-                          "(see config/published.tsv).") from None
+        raise ConfigError(
+            f"{path}: not a table of published numbers ({e}); every 'value' must be a number "
+            "(see config/published.tsv)."
+        ) from None
     missing = [c for c in PUBLISHED_COLUMNS if c not in pub.columns]
     if missing:
-        raise ConfigError(f"{path}: missing column(s) {', '.join(missing)}; a table of published numbers has the "
-                          f"tab-separated columns {', '.join(PUBLISHED_COLUMNS)} (see config/published.tsv).")
+        raise ConfigError(
+            f"{path}: missing column(s) {', '.join(missing)}; a table of published numbers has the "
+            f"tab-separated columns {', '.join(PUBLISHED_COLUMNS)} (see config/published.tsv)."
+        )
     return pub.rename(columns={"source": "paper_source", "table": "paper_table", "row": "paper_row"})
 
 
@@ -110,19 +130,39 @@ def summarize(metrics: pd.DataFrame, grid: pd.DataFrame, published: pd.DataFrame
     from ..grid import RUN_COLUMNS
 
     last = metrics[metrics["split"] == "test"].sort_values("epoch").groupby(["row", "seed"]).tail(1)
-    agg = last.groupby("row").agg(test_err_mean=("top1_err", "mean"), test_err_std=("top1_err", "std"),
-                                  seeds=("seed", "nunique"), epochs_done=("epoch", "max"))
+    agg = last.groupby("row").agg(
+        test_err_mean=("top1_err", "mean"),
+        test_err_std=("top1_err", "std"),
+        seeds=("seed", "nunique"),
+        epochs_done=("epoch", "max"),
+    )
     if "top5_err" in last:
         agg["test_top5_mean"] = last.groupby("row")["top5_err"].mean()
     agg["wall_seconds"] = metrics.groupby("row")["epoch_seconds"].sum() / agg["seeds"]
-    cols = ["row", "table", "dataset", "arch", "depth", "width", "method", "epochs", "train_subset",
-            "test_subset", "paper_source", "paper_table", "paper_row", "memory"]
+    cols = [
+        "row",
+        "table",
+        "dataset",
+        "arch",
+        "depth",
+        "width",
+        "method",
+        "epochs",
+        "train_subset",
+        "test_subset",
+        "paper_source",
+        "paper_table",
+        "paper_row",
+        "memory",
+    ]
     out = grid[cols].reset_index(drop=True)
-    out["recipe"] = [json.dumps({c: _plain(r[c]) for c in RUN_COLUMNS if c != "method"}, sort_keys=True)
-                     for _, r in grid.iterrows()]
+    out["recipe"] = [
+        json.dumps({c: _plain(r[c]) for c in RUN_COLUMNS if c != "method"}, sort_keys=True) for _, r in grid.iterrows()
+    ]
     out = out.merge(agg.reset_index(), on="row", how="left")
     top1 = published[published["metric"] == "top1_err"][
-        ["paper_source", "paper_table", "paper_row", "dataset", "value"]].rename(columns={"value": "paper_err"})
+        ["paper_source", "paper_table", "paper_row", "dataset", "value"]
+    ].rename(columns={"value": "paper_err"})
     out = out.merge(top1, on=["paper_source", "paper_table", "paper_row", "dataset"], how="left")
     out["diff_vs_paper"] = out["test_err_mean"] - out["paper_err"]
     return out
@@ -137,7 +177,8 @@ def gaps(summary: pd.DataFrame) -> pd.DataFrame:
     schedule, augmentation: every run field but the method)."""
     keys = ["dataset", "arch", "depth", "width"]
     base = summary[summary["method"] == "fp32"][["recipe", "test_err_mean", "row"]].rename(
-        columns={"test_err_mean": "fp32_err", "row": "fp32_row"})
+        columns={"test_err_mean": "fp32_err", "row": "fp32_row"}
+    )
     out = summary[summary["method"] != "fp32"].merge(base, on="recipe", how="inner")
     out["gap"] = out["test_err_mean"] - out["fp32_err"]
     return out[keys + ["method", "row", "fp32_row", "fp32_err", "test_err_mean", "gap"]]
@@ -155,11 +196,11 @@ def paper_gaps(published: pd.DataFrame) -> pd.DataFrame:
     out = pub[pub["method"] != "fp32"].merge(base, on=keys, how="inner")
     out["gap"] = out["value"] - out["fp32_err"]
     return out[keys + ["method", "paper_table", "paper_row", "fp32_err", "value", "gap"]].rename(
-        columns={"value": "err"})
+        columns={"value": "err"}
+    )
 
 
-STEP_COLUMNS = ["device", "step_seconds", "step_ratio_vs_fp32", "largest_batch", "budget_bytes",
-                "state_bytes"]
+STEP_COLUMNS = ["device", "step_seconds", "step_ratio_vs_fp32", "largest_batch", "budget_bytes", "state_bytes"]
 
 
 def memory_table(json_paths: list) -> pd.DataFrame:
@@ -176,30 +217,52 @@ def memory_table(json_paths: list) -> pd.DataFrame:
         name = Path(path).stem
         for r in json.loads(Path(path).read_text()):
             n = r["batch_size"]
-            common = {"measurement": name, "arch": r["arch"], "method": r["method"], "batch_size": n,
-                      "input_shape": "x".join(map(str, r["input_shape"])),
-                      "activation_bits": r["activation_bits"],
-                      "paper_values_per_image": r["paper_values_per_image"],
-                      "weight_bits": r.get("weight_bits"), "description": r.get("description"),
-                      **{c: r.get(c) for c in STEP_COLUMNS}}
-            rows.append({**common, "quantity": "paper accounting", "kind": "total",
-                         "bytes_per_image": r["paper_bytes"] / n})
-            rows.append({**common, "quantity": "autograd keeps", "kind": "total",
-                         "bytes_per_image": r["saved_bytes"] / n})
+            common = {
+                "measurement": name,
+                "arch": r["arch"],
+                "method": r["method"],
+                "batch_size": n,
+                "input_shape": "x".join(map(str, r["input_shape"])),
+                "activation_bits": r["activation_bits"],
+                "paper_values_per_image": r["paper_values_per_image"],
+                "weight_bits": r.get("weight_bits"),
+                "description": r.get("description"),
+                **{c: r.get(c) for c in STEP_COLUMNS},
+            }
+            rows.append(
+                {**common, "quantity": "paper accounting", "kind": "total", "bytes_per_image": r["paper_bytes"] / n}
+            )
+            rows.append(
+                {**common, "quantity": "autograd keeps", "kind": "total", "bytes_per_image": r["saved_bytes"] / n}
+            )
             for kind, b in r["saved_breakdown"].items():
                 rows.append({**common, "quantity": "autograd keeps", "kind": kind, "bytes_per_image": b / n})
             if r.get("peak_bytes") is not None:
-                rows.append({**common, "quantity": "step peak", "kind": "total",
-                             "bytes_per_image": r["peak_bytes"] / n})
-    columns = ["measurement", "arch", "method", "batch_size", "input_shape", "activation_bits",
-               "paper_values_per_image", "weight_bits", "description", *STEP_COLUMNS, "quantity", "kind",
-               "bytes_per_image"]
+                rows.append(
+                    {**common, "quantity": "step peak", "kind": "total", "bytes_per_image": r["peak_bytes"] / n}
+                )
+    columns = [
+        "measurement",
+        "arch",
+        "method",
+        "batch_size",
+        "input_shape",
+        "activation_bits",
+        "paper_values_per_image",
+        "weight_bits",
+        "description",
+        *STEP_COLUMNS,
+        "quantity",
+        "kind",
+        "bytes_per_image",
+    ]
     df = pd.DataFrame(rows, columns=columns)  # a grid without memory measurements: no rows
     total = df[df["kind"] == "total"]
     fp32 = total[total["method"] == "fp32"].set_index(["measurement", "quantity"])["bytes_per_image"]
     df["ratio_vs_fp32"] = [
         fp32.get((m, q), float("nan")) / b if k == "total" and b else float("nan")
-        for m, q, k, b in zip(df["measurement"], df["quantity"], df["kind"], df["bytes_per_image"])]
+        for m, q, k, b in zip(df["measurement"], df["quantity"], df["kind"], df["bytes_per_image"])
+    ]
     return df
 
 
@@ -207,6 +270,20 @@ def fidelity_table(json_path) -> pd.DataFrame:
     """Tidy gradient-fidelity table: one line per (method, layer), errors relative to
     the exact gradient's norm (see :mod:`onebit.measure.fidelity`)."""
     rows = json.loads(Path(json_path).read_text())
-    cols = ["method", "layer", "index", "params", "exact_norm", "bias", "std", "rmse", "noise_floor",
-            "draws", "seed", "network", "batch", "batch_size"]
+    cols = [
+        "method",
+        "layer",
+        "index",
+        "params",
+        "exact_norm",
+        "bias",
+        "std",
+        "rmse",
+        "noise_floor",
+        "draws",
+        "seed",
+        "network",
+        "batch",
+        "batch_size",
+    ]
     return pd.DataFrame(rows, columns=cols)

@@ -58,6 +58,7 @@ def _method_sort(df: pd.DataFrame, col: str = "method", first: tuple = ()) -> pd
 
 # ------------------------------------------------------------------ the headline table
 
+
 def _claim_network(arch, depth, width, epochs) -> str:
     net = network({"arch": arch, "depth": depth, "width": width}) if pd.notna(arch) else ""
     return net + (f", {int(epochs)} ep." if pd.notna(epochs) else "")
@@ -78,8 +79,10 @@ def _reproduced_text(v) -> str:
         return ""
     n = int(v.seeds)
     net = network({"arch": v.run_arch, "depth": v.run_depth, "width": v.run_width})
-    return (f"{mean_sd(v.reproduced, v.reproduced_sd, n)}, {n} seed{'s' if n > 1 else ''}, "
-            f"{dataset_name(v.run_dataset)}, {net}, {int(v.run_epochs)} ep." + (", subset" if v.subset else ""))
+    return (
+        f"{mean_sd(v.reproduced, v.reproduced_sd, n)}, {n} seed{'s' if n > 1 else ''}, "
+        f"{dataset_name(v.run_dataset)}, {net}, {int(v.run_epochs)} ep." + (", subset" if v.subset else "")
+    )
 
 
 def headline(verdicts: pd.DataFrame, claims: Claims) -> pd.DataFrame:
@@ -88,18 +91,34 @@ def headline(verdicts: pd.DataFrame, claims: Claims) -> pd.DataFrame:
     out = []
     for v in verdicts.itertuples():
         memory = v.metric == "train_act_bytes_bs256"
-        out.append({
-            "source": f"{claims.sources[v.paper_source]} {v.paper_table}", "published row": v.paper_row,
-            "method": v.method, "dataset": dataset_name(v.dataset),
-            "network, epochs": _claim_network(v.arch, v.depth, v.width, v.epochs),
-            "metric": {"top1_err": "top-1 %", "top5_err": "top-5 %"}.get(v.metric, v.metric),
-            "claim": f"{v.claim / 1e9:g} GB = {format_bytes(v.claim, missing='')}" if memory else f"{v.claim:.2f}",
-            "claimed gap": format_number(v.claimed_gap, "{:+.2f}"),
-            "reproduced": _reproduced_text(v),
-            "gap here": format_number(v.gap, "{:+.2f}"),
-            "verdict": _verdict_text(v)})
-    cols = ["source", "published row", "method", "dataset", "network, epochs", "metric", "claim", "claimed gap",
-            "reproduced", "gap here", "verdict"]
+        out.append(
+            {
+                "source": f"{claims.sources[v.paper_source]} {v.paper_table}",
+                "published row": v.paper_row,
+                "method": v.method,
+                "dataset": dataset_name(v.dataset),
+                "network, epochs": _claim_network(v.arch, v.depth, v.width, v.epochs),
+                "metric": {"top1_err": "top-1 %", "top5_err": "top-5 %"}.get(v.metric, v.metric),
+                "claim": f"{v.claim / 1e9:g} GB = {format_bytes(v.claim, missing='')}" if memory else f"{v.claim:.2f}",
+                "claimed gap": format_number(v.claimed_gap, "{:+.2f}"),
+                "reproduced": _reproduced_text(v),
+                "gap here": format_number(v.gap, "{:+.2f}"),
+                "verdict": _verdict_text(v),
+            }
+        )
+    cols = [
+        "source",
+        "published row",
+        "method",
+        "dataset",
+        "network, epochs",
+        "metric",
+        "claim",
+        "claimed gap",
+        "reproduced",
+        "gap here",
+        "verdict",
+    ]
     return pd.DataFrame(out, columns=cols)
 
 
@@ -111,6 +130,7 @@ def verdict_counts(verdicts: pd.DataFrame) -> str:
 
 # ------------------------------------------------------------------ the sections
 
+
 def reproduced_table(summary: pd.DataFrame, table: str) -> pd.DataFrame:
     """This grid's rows of one paper table (its ``table`` column) and the 32-bit rows of
     the same recipes, fp32 first."""
@@ -121,21 +141,30 @@ def reproduced_table(summary: pd.DataFrame, table: str) -> pd.DataFrame:
     out = pd.concat([base, mine]).drop_duplicates("row")
     out = out.assign(network=out.apply(network, axis=1), dataset=out["dataset"].map(dataset_name))
     out = _method_sort(out, first=("dataset", "network"))
-    return pd.DataFrame({
-        "row": out["row"], "dataset": out["dataset"], "network": out["network"], "method": out["method"],
-        "epochs": out["epochs"], "test error % (mean ± sd)": [
-            mean_sd(m, sd, n) for m, sd, n in zip(out["test_err_mean"], out["test_err_std"], out["seeds"])],
-        "seeds": out["seeds"].astype("Int64"),
-        "paper %": out["paper_err"].map(lambda v: format_number(v, "{:.2f}")),
-        "difference": out["diff_vs_paper"].map(lambda v: format_number(v, "{:+.2f}")),
-    }).reset_index(drop=True)
+    return pd.DataFrame(
+        {
+            "row": out["row"],
+            "dataset": out["dataset"],
+            "network": out["network"],
+            "method": out["method"],
+            "epochs": out["epochs"],
+            "test error % (mean ± sd)": [
+                mean_sd(m, sd, n) for m, sd, n in zip(out["test_err_mean"], out["test_err_std"], out["seeds"])
+            ],
+            "seeds": out["seeds"].astype("Int64"),
+            "paper %": out["paper_err"].map(lambda v: format_number(v, "{:.2f}")),
+            "difference": out["diff_vs_paper"].map(lambda v: format_number(v, "{:+.2f}")),
+        }
+    ).reset_index(drop=True)
 
 
 def published_table(published: pd.DataFrame, table: str, claims: Claims) -> pd.DataFrame:
     """The paper's table as published, each row marked as the paper's own result, a
     quoted reference, or a number quoted from another paper."""
-    p = published[(published["paper_table"] == table) |
-                  ((table in ("slide16", "slide18")) & (published["paper_table"] == "abstract"))]
+    p = published[
+        (published["paper_table"] == table)
+        | ((table in ("slide16", "slide18")) & (published["paper_table"] == "abstract"))
+    ]
     p = p[p["metric"].isin(["top1_err", "top5_err"])]
     if p.empty:
         return p
@@ -162,24 +191,31 @@ def table_text(table: str, summary: pd.DataFrame, gaps: pd.DataFrame, grid: str)
     """What the grid ran of this table, its gaps, the largest difference from the paper."""
     rows = reproduced_table(summary, table)
     if rows.empty:
-        return (f"The grid `{grid}` runs no row of this table; the published numbers are shown "
-                "alone. `snakemake --cores all --resources gpu=1 --config grid=paper` runs them on a GPU "
-                "machine with the data.")
+        return (
+            f"The grid `{grid}` runs no row of this table; the published numbers are shown "
+            "alone. `snakemake --cores all --resources gpu=1 --config grid=paper` runs them on a GPU "
+            "machine with the data."
+        )
     text = [f"Rows run by the grid `{grid}`: {len(rows)} on {', '.join(sorted(set(rows['dataset'])))}."]
     if "Fashion-MNIST" in set(rows["dataset"]):
-        text.append("They run on **Fashion-MNIST** with small networks: their errors are not the paper's "
-                    "CIFAR errors; what compares is the *gap* each method opens against the 32-bit network "
-                    "(headline table).")
+        text.append(
+            "They run on **Fashion-MNIST** with small networks: their errors are not the paper's "
+            "CIFAR errors; what compares is the *gap* each method opens against the 32-bit network "
+            "(headline table)."
+        )
     mine = gaps[gaps["row"].isin(rows["row"])]
     if len(mine):
-        parts = [f"{r.method} on {dataset_name(r.dataset)} {network(r._asdict())}: {r.gap:+.2f}"
-                 for r in _method_sort(mine).itertuples()]
+        parts = [
+            f"{r.method} on {dataset_name(r.dataset)} {network(r._asdict())}: {r.gap:+.2f}"
+            for r in _method_sort(mine).itertuples()
+        ]
         text.append("Gap to the 32-bit row of the same recipe (points of test error): " + "; ".join(parts) + ".")
     diffs = summary[summary["row"].isin(rows["row"])].dropna(subset=["diff_vs_paper"])
     if len(diffs):
         worst = diffs.loc[diffs["diff_vs_paper"].abs().idxmax()]
-        text.append(f"Largest difference from the published value: {worst['row']} "
-                    f"({worst['diff_vs_paper']:+.2f} points).")
+        text.append(
+            f"Largest difference from the published value: {worst['row']} ({worst['diff_vs_paper']:+.2f} points)."
+        )
     missing = summary[summary["row"].isin(rows["row"]) & summary["test_err_mean"].isna()]
     if len(missing):
         text.append(f"Rows without a result: {', '.join(missing['row'])}.")
@@ -187,6 +223,7 @@ def table_text(table: str, summary: pd.DataFrame, gaps: pd.DataFrame, grid: str)
 
 
 # ------------------------------------------------------------------ memory
+
 
 def memory_overview(memory: pd.DataFrame) -> pd.DataFrame:
     """Per method (fp32 first), per measured network: how many times less than fp32
@@ -216,26 +253,37 @@ def memory_detail(memory: pd.DataFrame, measurement: str) -> pd.DataFrame:
     rows = []
     for method in ordered(tot["method"]):
         q = tot[tot["method"] == method].set_index("quantity")
-        kinds = memory[(memory["measurement"] == measurement) & (memory["method"] == method)
-                       & (memory["quantity"] == "autograd keeps") & (memory["kind"] != "total")]
+        kinds = memory[
+            (memory["measurement"] == measurement)
+            & (memory["method"] == method)
+            & (memory["quantity"] == "autograd keeps")
+            & (memory["kind"] != "total")
+        ]
         kinds = kinds.sort_values("bytes_per_image", ascending=False)
         get = lambda quantity, col: q[col].get(quantity) if quantity in q.index else None  # noqa: E731
-        rows.append({
-            "method": method, "bits kept / activation": int(q["activation_bits"].iloc[0]),
-            "paper, batch 256": format_bytes(get("paper accounting", "bytes_per_image") * 256, missing=""),
-            "autograd keeps / image": format_bytes(get("autograd keeps", "bytes_per_image"), missing=""),
-            "x less": format_number(get("autograd keeps", "ratio_vs_fp32"), "{:.1f}"),
-            "step peak / image": format_bytes(get("step peak", "bytes_per_image"), missing=""),
-            "peak x less": format_number(get("step peak", "ratio_vs_fp32"), "{:.1f}"),
-            "step time x fp32": format_number(q["step_ratio_vs_fp32"].iloc[0], "{:.2f}"),
-            "largest batch": format_number(q["largest_batch"].iloc[0], "{:.0f}"),
-            "largest parts kept": ", ".join(f"{k} {format_bytes(b, missing='')}" for k, b in
-                                            zip(kinds["kind"][:3], kinds["bytes_per_image"][:3]) if b > 0),
-        })
+        rows.append(
+            {
+                "method": method,
+                "bits kept / activation": int(q["activation_bits"].iloc[0]),
+                "paper, batch 256": format_bytes(get("paper accounting", "bytes_per_image") * 256, missing=""),
+                "autograd keeps / image": format_bytes(get("autograd keeps", "bytes_per_image"), missing=""),
+                "x less": format_number(get("autograd keeps", "ratio_vs_fp32"), "{:.1f}"),
+                "step peak / image": format_bytes(get("step peak", "bytes_per_image"), missing=""),
+                "peak x less": format_number(get("step peak", "ratio_vs_fp32"), "{:.1f}"),
+                "step time x fp32": format_number(q["step_ratio_vs_fp32"].iloc[0], "{:.2f}"),
+                "largest batch": format_number(q["largest_batch"].iloc[0], "{:.0f}"),
+                "largest parts kept": ", ".join(
+                    f"{k} {format_bytes(b, missing='')}"
+                    for k, b in zip(kinds["kind"][:3], kinds["bytes_per_image"][:3])
+                    if b > 0
+                ),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------ same network, same budget
+
 
 def _layers_kept(method) -> str:
     from ..methods import get_method
@@ -250,7 +298,7 @@ def _layers_kept(method) -> str:
 
 
 def same_budget(summary: pd.DataFrame, memory: pd.DataFrame) -> pd.DataFrame:
-    """"Same network, same budget": per method, on the recipe the grid trains the most
+    """ "Same network, same budget": per method, on the recipe the grid trains the most
     methods on (same network, data, schedule and seeds): test error, bits per weight,
     which layers are 1-bit (each peer as its paper defines it), bits kept per activation
     for backward, and, from the memory measurement the grid names for that network (its
@@ -269,16 +317,20 @@ def same_budget(summary: pd.DataFrame, memory: pd.DataFrame) -> pd.DataFrame:
         none = pd.Series(dtype=object)  # a method without a measurement: empty cells
         kept = mem.loc["autograd keeps"] if "autograd keeps" in mem.index else none
         peak = mem.loc["step peak"] if "step peak" in mem.index else none
-        out.append({
-            "method": r.method, "network": f"{network(r._asdict())}, {dataset_name(r.dataset)}",
-            "test error %": mean_sd(r.test_err_mean, r.test_err_std, r.seeds),
-            "bits / weight": format_number(kept.get("weight_bits"), "{:.0f}"), "1-bit layers": _layers_kept(r.method),
-            "bits kept / activation": format_number(kept.get("activation_bits"), "{:.0f}"),
-            f"kept x less ({measurement})": format_number(kept.get("ratio_vs_fp32"), "{:.1f}"),
-            "step peak x less": format_number(peak.get("ratio_vs_fp32"), "{:.1f}"),
-            "step time x fp32": format_number(kept.get("step_ratio_vs_fp32"), "{:.2f}"),
-            "description": kept.get("description", ""),
-        })
+        out.append(
+            {
+                "method": r.method,
+                "network": f"{network(r._asdict())}, {dataset_name(r.dataset)}",
+                "test error %": mean_sd(r.test_err_mean, r.test_err_std, r.seeds),
+                "bits / weight": format_number(kept.get("weight_bits"), "{:.0f}"),
+                "1-bit layers": _layers_kept(r.method),
+                "bits kept / activation": format_number(kept.get("activation_bits"), "{:.0f}"),
+                f"kept x less ({measurement})": format_number(kept.get("ratio_vs_fp32"), "{:.1f}"),
+                "step peak x less": format_number(peak.get("ratio_vs_fp32"), "{:.1f}"),
+                "step time x fp32": format_number(kept.get("step_ratio_vs_fp32"), "{:.2f}"),
+                "description": kept.get("description", ""),
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -290,12 +342,17 @@ def fidelity_summary(fidelity: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     df = fidelity[fidelity["exact_norm"] > 0]
     g = df.groupby("method", sort=False)
-    out = pd.DataFrame({
-        "bias (median over layers)": g["bias"].median(), "spread of one draw": g["std"].median(),
-        "error of one draw": g["rmse"].median(), "noise floor": g["noise_floor"].median(),
-    })
-    out["bias beyond noise"] = (g.apply(lambda d: (d["bias"] > 3 * d["noise_floor"] + 1e-12).mean(),
-                                        include_groups=False) * 100).map("{:.0f}% of layers".format)
+    out = pd.DataFrame(
+        {
+            "bias (median over layers)": g["bias"].median(),
+            "spread of one draw": g["std"].median(),
+            "error of one draw": g["rmse"].median(),
+            "noise floor": g["noise_floor"].median(),
+        }
+    )
+    out["bias beyond noise"] = (
+        g.apply(lambda d: (d["bias"] > 3 * d["noise_floor"] + 1e-12).mean(), include_groups=False) * 100
+    ).map("{:.0f}% of layers".format)
     out = out.sort_values("error of one draw")
     for c in out.columns[:4]:
         out[c] = out[c].map("{:.3f}".format)
@@ -305,13 +362,19 @@ def fidelity_summary(fidelity: pd.DataFrame) -> pd.DataFrame:
 def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
     """Every row of the grid, compactly (the full table is results/<grid>/summary.csv)."""
     s = _method_sort(summary.assign(network=summary.apply(network, axis=1)), first=("table", "dataset", "network"))
-    return pd.DataFrame({
-        "row": s["row"], "table": s["table"], "dataset": s["dataset"].map(dataset_name), "network": s["network"],
-        "method": s["method"], "epochs": s["epochs"],
-        "test error %": [mean_sd(m, sd, n) for m, sd, n in zip(s["test_err_mean"], s["test_err_std"], s["seeds"])],
-        "paper %": s["paper_err"].map(lambda v: format_number(v, "{:.2f}")),
-        "minutes / run": (s["wall_seconds"] / 60).map(lambda v: format_number(v, "{:.1f}")),
-    }).reset_index(drop=True)
+    return pd.DataFrame(
+        {
+            "row": s["row"],
+            "table": s["table"],
+            "dataset": s["dataset"].map(dataset_name),
+            "network": s["network"],
+            "method": s["method"],
+            "epochs": s["epochs"],
+            "test error %": [mean_sd(m, sd, n) for m, sd, n in zip(s["test_err_mean"], s["test_err_std"], s["seeds"])],
+            "paper %": s["paper_err"].map(lambda v: format_number(v, "{:.2f}")),
+            "minutes / run": (s["wall_seconds"] / 60).map(lambda v: format_number(v, "{:.1f}")),
+        }
+    ).reset_index(drop=True)
 
 
 #: grid tables the report shows in sections of their own (besides the paper tables of claims.yaml)
@@ -325,14 +388,21 @@ def other_tables(summary: pd.DataFrame, claims: Claims) -> dict:
     out = {}
     for table, ch in changes.groupby("table", sort=False):
         rows = summary.set_index("row").loc[ch["row"]].reset_index()
-        out[table] = pd.DataFrame({
-            "row": rows["row"].values, "method": rows["method"].values,
-            "network": rows.apply(network, axis=1).values, "dataset": rows["dataset"].map(dataset_name).values,
-            "test error % (mean ± sd)": [mean_sd(m, sd, n) for m, sd, n in
-                                         zip(rows["test_err_mean"], rows["test_err_std"], rows["seeds"])],
-            "seeds": rows["seeds"].astype("Int64").values,
-            "changed against the first row of its method": [
-                "(the reference of its method)" if r == ref else ", ".join(f"{k} = {v}" for k, v in c) or "nothing"
-                for r, ref, c in zip(ch["row"], ch["reference"], ch["changed"])],
-            "error difference": ch["difference"].map(lambda v: format_number(v, "{:+.2f}")).values})
+        out[table] = pd.DataFrame(
+            {
+                "row": rows["row"].values,
+                "method": rows["method"].values,
+                "network": rows.apply(network, axis=1).values,
+                "dataset": rows["dataset"].map(dataset_name).values,
+                "test error % (mean ± sd)": [
+                    mean_sd(m, sd, n) for m, sd, n in zip(rows["test_err_mean"], rows["test_err_std"], rows["seeds"])
+                ],
+                "seeds": rows["seeds"].astype("Int64").values,
+                "changed against the first row of its method": [
+                    "(the reference of its method)" if r == ref else ", ".join(f"{k} = {v}" for k, v in c) or "nothing"
+                    for r, ref, c in zip(ch["row"], ch["reference"], ch["changed"])
+                ],
+                "error difference": ch["difference"].map(lambda v: format_number(v, "{:+.2f}")).values,
+            }
+        )
     return out
