@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import run_cli
 from onebit.cli import main
 from onebit.runio import load_checkpoint
 from onebit.train import ConfigMismatch, TrainConfig, train
@@ -315,3 +316,51 @@ def test_resumed_run_on_cuda(tiny_fashion, tmp_path, method):
     assert any("resuming" in s and "after epoch 1" in s for s in logs)
     assert final["epochs_done"] == 2 and json.loads((tmp_path / "r" / "env.json").read_text())["device"] == "cuda"
     assert [m["epoch"] for m in read_metrics(tmp_path / "r")] == [1, 1, 2, 2]
+
+
+def test_a_run_given_gpus_refuses_the_cpu_with_a_cpu_only_build(monkeypatch):
+    """A grid row with gpus > 0 and device auto never trains on the CPU: a CPU-only build
+    (e.g. installed on a login node) is named, with the command that installs CUDA's."""
+    from onebit.config import check_device
+    from onebit.errors import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", None)
+    with pytest.raises(ConfigError) as e:
+        check_device("auto", gpus=1)
+    text = str(e.value)
+    assert "CPU-only build" in text and "envs/setup.sh --torch cu" in text and "device: cpu" in text
+    check_device("auto", gpus=0)  # a CPU row is fine
+    check_device("cpu", gpus=1)  # and so is the CPU asked for on purpose
+
+
+def test_a_run_given_gpus_on_a_cuda_build_without_a_device_names_the_job(monkeypatch):
+    from onebit.config import check_device
+    from onebit.errors import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", "12.6")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(ConfigError) as e:
+        check_device("auto", gpus=2)
+    text = str(e.value)
+    assert "built for CUDA 12.6 but sees no GPU" in text and "CUDA_VISIBLE_DEVICES=''" in text
+    assert "--gres" in text and "nvidia-smi" in text
+    with pytest.raises(ConfigError, match="sees no CUDA device"):
+        check_device("cuda", gpus=0)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this CPU-only check needs a machine without CUDA")
+def test_gpu_row_on_a_cpu_machine_exits_2_and_writes_nothing(tiny_fashion, tmp_path, monkeypatch):
+    """What the workflow runs for a gpus=1 row (ONEBIT_GPUS=1): one paragraph, exit 2,
+    no run directory; device cpu trains it on purpose."""
+    out = tmp_path / "run"
+    monkeypatch.setenv("ONEBIT_GPUS", "1")
+    proc = run_cli(tiny_fashion, out)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "asks for 1 GPU(s)" in proc.stderr and "Nothing was trained or written" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+    proc = run_cli(tiny_fashion, out, extra=["--device", "cpu"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((out / "env.json").read_text())["device"] == "cpu"

@@ -299,6 +299,47 @@ def test_row_of_two_gpus_runs_torchrun_through_the_rule(workdir, tmp_path):
     assert [m["step"] for m in lines] == [8, 8]  # 256 / 32: the same steps as one process
 
 
+GPU_ROW = (
+    "row\ttable\tdataset\tarch\tdepth\twidth\tmethod\tepochs\tseeds\tbatch_size\tcrop_pad\ttrain_subset"
+    "\ttest_subset\tgpus\tcpus\n"
+    "g\tbaseline\tfashion_mnist\twrn\t8\t0.5\tfp32\t1\t0\t32\t0\t256\t128\t{gpus}\t{cpus}\n"
+)
+
+
+def test_threads_are_shared_among_a_jobs_processes(workdir, tmp_path):
+    """A row of 2 GPUs and 8 CPUs runs two processes of 4 threads each (not 8 each), and
+    tells each process how many GPUs its row was given."""
+    grid = tmp_path / "g2.tsv"
+    grid.write_text(GPU_ROW.format(gpus=2, cpus=8))
+    proc = snakemake(
+        workdir, "-n", "-p", "--cores", "8", "--resources", "gpu=2", "--config", "grid=g2", f"grids={{g2: {grid}}}"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "OMP_NUM_THREADS=4 ONEBIT_GPUS=2 onebit_torchrun 2 train" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+@needs_fashion
+def test_gpu_row_never_trains_on_the_cpu(workdir, tmp_path):
+    """A gpus=1 row run where PyTorch sees no GPU fails with the reason in its log and
+    leaves no result; --config device=cpu trains it on the CPU on purpose."""
+    if __import__("torch").cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    grid = tmp_path / "g1.tsv"
+    grid.write_text(GPU_ROW.format(gpus=1, cpus=1))
+    target = "results/g1/runs/g/seed0/final.json"
+    args = ["--cores", "1", "--resources", "gpu=1", "--config", "grid=g1", f"grids={{g1: {grid}}}"]
+    proc = snakemake(workdir, *args, "--", target)
+    assert proc.returncode != 0
+    log = (workdir / "results/g1/logs/train/g/seed0.log").read_text()
+    assert "asks for 1 GPU(s)" in log and "CPU-only build" in log and "device: cpu" in log
+    assert not (workdir / "results/g1/runs/g/seed0").exists()
+    proc = snakemake(workdir, *args, "device=cpu", "--", target)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    env = json.loads((workdir / "results/g1/runs/g/seed0/env.json").read_text())
+    assert env["device"] == "cpu"
+
+
 @pytest.mark.slow
 @needs_fashion
 def test_report_notebook_runs_from_the_repository_as_it_is(smoke, tmp_path):

@@ -137,6 +137,15 @@ class TrainConfig:
         env="ONEBIT_DATA_ROOT",
     )
     device: str = option("auto", "auto, cpu, cuda, cuda:1, ...", runtime=True, grid=False, env="ONEBIT_DEVICE")
+    gpus: int = option(
+        0,
+        "GPUs this run was given (the workflow sets the grid row's gpus): with device auto, a run given "
+        "GPUs refuses to start where PyTorch sees none, instead of training on the CPU",
+        minimum=0,
+        runtime=True,
+        grid=False,
+        env="ONEBIT_GPUS",
+    )
     workers: int = option(4, "data-loading processes (folder datasets such as ImageNet)", minimum=0, runtime=True)
     compile: bool = option(False, "torch.compile the model (memory measurements stay eager)", runtime=True)
     eval_batch_size: int = option(500, "images per evaluation batch", minimum=1, runtime=True)
@@ -159,7 +168,7 @@ class TrainConfig:
         if self.lr_min > self.lr_max:
             raise ConfigError(f"lr_min must be at most lr_max ({self.lr_max!r}), got {self.lr_min!r}", "lr_min")
         if build:
-            check_device(self.device)
+            check_device(self.device, self.gpus)
             self.build_model(meta=True)
 
     def identity(self) -> dict:
@@ -295,12 +304,40 @@ def registry_of(name: str):
     return {"dataset": DATASETS, "model": MODELS, "method": METHODS}[name]
 
 
-def check_device(name: str) -> None:
+def cuda_absence() -> str:
+    """Why PyTorch sees no CUDA device here, in words a user can act on."""
+    import os
+
+    import torch
+
+    if torch.version.cuda is None:
+        return (
+            f"PyTorch {torch.__version__} is a CPU-only build (installed where no GPU was seen, "
+            "e.g. on a login node); install the CUDA build with `bash envs/setup.sh --torch cu126` "
+            "(or the CUDA version of your cluster)"
+        )
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    where = f"CUDA_VISIBLE_DEVICES={visible!r}" if visible is not None else "CUDA_VISIBLE_DEVICES is not set"
+    return (
+        f"PyTorch {torch.__version__} is built for CUDA {torch.version.cuda} but sees no GPU ({where}); "
+        "check that the job was given a GPU (SLURM: --gpus or --gres) and that `nvidia-smi` lists it"
+    )
+
+
+def check_device(name: str, gpus: int = 0) -> None:
     """``auto``, ``cpu`` or an available accelerator; anything else is refused here,
-    before any work, rather than at the first tensor moved."""
+    before any work, rather than at the first tensor moved. With ``gpus`` (a grid row's
+    GPUs), ``auto`` must find a CUDA device: a GPU row never trains on the CPU silently."""
     import torch
 
     if name == "auto":
+        if gpus and not torch.cuda.is_available():
+            raise ConfigError(
+                f"this run asks for {gpus} GPU(s) (its grid row's gpus) but PyTorch sees no CUDA device: "
+                f"{cuda_absence()}. Nothing was trained or written. To train it on the CPU on purpose, "
+                "set device: cpu (snakemake --config device=cpu, or --device cpu)",
+                "device",
+            )
         return
     try:
         device = torch.device(name)
@@ -309,8 +346,9 @@ def check_device(name: str) -> None:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(
-                f"device {name!r} was asked for but no CUDA GPU is available here "
-                "(torch.cuda.is_available() is False); use --device cpu or auto"
+                f"device {name!r} was asked for but PyTorch sees no CUDA device: {cuda_absence()}. "
+                "Nothing was trained or written; or use --device cpu",
+                "device",
             )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ConfigError(f"device {name!r}: only {torch.cuda.device_count()} GPU(s) here")

@@ -71,6 +71,11 @@ def launcher(wc):
     return f"onebit_torchrun {n}" if n > 1 else "onebit"
 
 
+def threads_per_process(wc, threads):
+    """A job's CPU threads shared among its processes (one per GPU under torchrun)."""
+    return max(1, threads // max(1, int(GRID.loc[wc.row, "gpus"])))
+
+
 def memory_args(wc):
     spec = {k: v for k, v in MEMORY[wc.name].items() if k not in ("mem_mb", "device")}
     return [a for k, v in spec.items() for a in (f"--{k.replace('_', '-')}", str(v))]

@@ -20,9 +20,10 @@ rule train:
         runtime=grid_value("runtime"),
     params:
         launcher=launcher,
+        threads=threads_per_process,
         args=lambda wc: train_args(GRID.loc[wc.row], int(wc.seed)),
         out=lambda wc: f"{RES}/runs/{wc.row}/seed{wc.seed}",
     shell:
-        "OMP_NUM_THREADS={threads} {params.launcher} train"
+        "OMP_NUM_THREADS={params.threads} ONEBIT_GPUS={resources.gpu} {params.launcher} train"
         " {params.args:q}"
         " --out {params.out:q} > {log:q} 2>&1"
