@@ -75,6 +75,30 @@ def test_light_modules_do_not_import_torch():
         "onebit.report.text",
         "onebit.report.figures",
     ]
-    code = f"import sys\nfor m in {light!r}:\n    __import__(m)\n    assert 'torch' not in sys.modules, m\n"
+    code = (
+        f"import sys\nfor m in {light!r}:\n    __import__(m)\n    assert 'torch' not in sys.modules, "
+        "m + ' imported torch (a built-in method names its quantizers by Ref: docs/adding-a-method.md)'\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_built_in_methods_name_their_callables_by_ref():
+    """A built-in method written from docs/adding-a-method.md names its quantizers by
+    ``Ref("module:name")``: a function passed directly would import torch with the registry."""
+    import dataclasses
+
+    from onebit.methods import METHODS
+    from onebit.methods.base import Ref
+
+    for name in METHODS:
+        method = METHODS.get(name)
+        if method.family == "plugin":
+            continue
+        for f in dataclasses.fields(method):
+            value = getattr(method, f.name)
+            if callable(value) and not isinstance(value, Ref):
+                raise AssertionError(
+                    f"built-in method {name!r}: field {f.name} is {value!r}, not a Ref; name it "
+                    f"Ref('onebit.methods.quantizers:...') (docs/adding-a-method.md)"
+                )

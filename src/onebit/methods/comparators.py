@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Method, register_method
+from .base import Method, Ref, register_method
 
 register_method(
     Method(
@@ -16,17 +16,11 @@ register_method(
 )
 
 
-def _act2_hooks(params):
-    from ..ops.act2 import Act2Hooks
-
-    return Act2Hooks(params)
-
-
 register_method(
     Method(
         "act2",
         "ActNN-style 2-bit per-group stochastic compression of every saved activation, 1-bit ReLU masks",
-        saved_hooks=_act2_hooks,
+        saved_hooks=Ref("onebit.ops.act2:Act2Hooks"),
         mask_relu=True,
         saved_bits=2,
         family="comparator",
