@@ -1,11 +1,14 @@
 """Packaging: what pip installs, the locks, the conda environment as Snakemake deploys it."""
 
+import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 import onebit
@@ -102,3 +105,77 @@ def test_built_in_methods_name_their_callables_by_ref():
                     f"built-in method {name!r}: field {f.name} is {value!r}, not a Ref; name it "
                     f"Ref('onebit.methods.quantizers:...') (docs/adding-a-method.md)"
                 )
+
+
+@pytest.fixture
+def setup_copy(tmp_path):
+    """envs/setup.sh in a copy of the repository whose .venv is this one (dry runs only)."""
+    (tmp_path / "envs").mkdir()
+    for name in ("setup.sh", "requirements.txt", "requirements-dev.txt"):
+        shutil.copy(REPO / "envs" / name, tmp_path / "envs" / name)
+    (tmp_path / ".venv").symlink_to(Path(sys.prefix))
+    return tmp_path
+
+
+def setup_sh(root, *args, env=None):
+    return subprocess.run(
+        ["bash", str(root / "envs/setup.sh"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None},
+    )
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="checks the CPU-only machine's behaviour")
+def test_setup_installs_the_torch_build_asked_for(setup_copy):
+    """`--torch cu126` on a machine that has the CPU build replaces it from PyTorch's CUDA
+    index (a login node has no GPU: `auto` would install the CPU build); the summary names
+    the build and the GPUs seen; the build asked for again changes nothing."""
+    import torch
+
+    if torch.version.cuda:
+        pytest.skip("this environment has a CUDA build")
+    proc = setup_sh(setup_copy, "--torch", "cu126", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "replacing PyTorch's cpu build with the cu126 build" in proc.stderr
+    assert "--force-reinstall torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126" in proc.stdout
+    assert f"PyTorch {torch.__version__}, CPU-only build; GPUs seen here: 0" in proc.stderr
+    assert "next: .venv/bin/snakemake" in proc.stderr
+    proc = setup_sh(setup_copy, "--dry-run", env={"ONEBIT_TORCH": "cpu"})
+    assert proc.returncode == 0, proc.stderr
+    assert "reinstall" not in proc.stdout and "index-url" not in proc.stdout
+    assert "envs/setup.sh --torch cu126" in proc.stderr  # what a GPU user does next
+
+
+@pytest.mark.parametrize("args", [["--torch", "cuda12"], ["--torch"], ["--gpu"]])
+def test_setup_refuses_a_build_it_does_not_know(setup_copy, args):
+    proc = setup_sh(setup_copy, *args, "--dry-run")
+    assert proc.returncode == 2
+    assert "usage: bash envs/setup.sh" in proc.stderr or "Nothing was installed" in proc.stderr
+    assert "would run" not in proc.stdout
+
+
+@pytest.mark.slow
+def test_setup_keeps_the_installed_torch_when_the_index_fails(setup_copy):
+    """A CUDA build that cannot be downloaded (no route to PyTorch's index here) leaves the
+    installed build in place and says where the builds are listed."""
+    import urllib.request
+
+    try:
+        urllib.request.urlopen("https://download.pytorch.org/whl/", timeout=5)
+        pytest.skip("PyTorch's index is reachable: this would download a CUDA build")
+    except OSError:
+        pass
+    import torch
+
+    if torch.version.cuda:
+        pytest.skip("this environment has a CUDA build")
+    # pip without this machine's local wheel folders, so that nothing can be installed
+    env = {"PIP_CONFIG_FILE": os.devnull, "PIP_RETRIES": "0", "PIP_DEFAULT_TIMEOUT": "3", "PIP_FIND_LINKS": None}
+    proc = setup_sh(setup_copy, "--torch", "cu126", env=env)
+    assert proc.returncode == 1
+    assert "could not install torch==2.13.0 from https://download.pytorch.org/whl/cu126" in proc.stderr
+    assert "left as it was (cpu)" in proc.stderr
+    check = subprocess.run([sys.executable, "-c", "import torch; print(torch.version.cuda)"], capture_output=True)
+    assert check.stdout.strip() == b"None"
