@@ -315,7 +315,7 @@ def test_threads_are_shared_among_a_jobs_processes(workdir, tmp_path):
         workdir, "-n", "-p", "--cores", "8", "--resources", "gpu=2", "--config", "grid=g2", f"grids={{g2: {grid}}}"
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "OMP_NUM_THREADS=4 ONEBIT_GPUS=2 onebit_torchrun 2 train" in proc.stdout + proc.stderr
+    assert "OMP_NUM_THREADS=4 ONEBIT_GPUS=2 ONEBIT_ROW=g onebit_torchrun 2 train" in proc.stdout + proc.stderr
 
 
 @pytest.mark.slow
@@ -332,7 +332,7 @@ def test_gpu_row_never_trains_on_the_cpu(workdir, tmp_path):
     proc = snakemake(workdir, *args, "--", target)
     assert proc.returncode != 0
     log = (workdir / "results/g1/logs/train/g/seed0.log").read_text()
-    assert "asks for 1 GPU(s)" in log and "CPU-only build" in log and "device: cpu" in log
+    assert "grid row 'g' asks for 1 GPU(s)" in log and "CPU-only build" in log and "device: cpu" in log
     assert not (workdir / "results/g1/runs/g/seed0").exists()
     proc = snakemake(workdir, *args, "device=cpu", "--", target)
     assert proc.returncode == 0, proc.stderr[-3000:]

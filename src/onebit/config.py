@@ -306,8 +306,6 @@ def registry_of(name: str):
 
 def cuda_absence() -> str:
     """Why PyTorch sees no CUDA device here, in words a user can act on."""
-    import os
-
     import torch
 
     if torch.version.cuda is None:
@@ -332,8 +330,10 @@ def check_device(name: str, gpus: int = 0) -> None:
 
     if name == "auto":
         if gpus and not torch.cuda.is_available():
+            row = os.environ.get("ONEBIT_ROW")
+            who = f"grid row {row!r}" if row else "this run"
             raise ConfigError(
-                f"this run asks for {gpus} GPU(s) (its grid row's gpus) but PyTorch sees no CUDA device: "
+                f"{who} asks for {gpus} GPU(s) (the row's gpus) but PyTorch sees no CUDA device: "
                 f"{cuda_absence()}. Nothing was trained or written. To train it on the CPU on purpose, "
                 "set device: cpu (snakemake --config device=cpu, or --device cpu)",
                 "device",

@@ -24,6 +24,7 @@ rule train:
         args=lambda wc: train_args(GRID.loc[wc.row], int(wc.seed)),
         out=lambda wc: f"{RES}/runs/{wc.row}/seed{wc.seed}",
     shell:
-        "OMP_NUM_THREADS={params.threads} ONEBIT_GPUS={resources.gpu} {params.launcher} train"
+        "OMP_NUM_THREADS={params.threads} ONEBIT_GPUS={resources.gpu} ONEBIT_ROW={wildcards.row:q}"
+        " {params.launcher} train"
         " {params.args:q}"
         " --out {params.out:q} > {log:q} 2>&1"
