@@ -1,5 +1,6 @@
 """onebit.ops.dispatch: the one point where a fused kernel is plugged in beside its reference."""
 
+import os
 import subprocess
 import sys
 
@@ -64,7 +65,7 @@ def test_onebit_kernels_reference_turns_every_kernel_off():
     for value, enabled in (("reference", "False"), ("", "True")):
         out = subprocess.run(
             [sys.executable, "-c", probe],
-            env={"ONEBIT_KERNELS": value, "PATH": ""},
+            env={**os.environ, "ONEBIT_KERNELS": value},
             capture_output=True,
             text=True,
             check=True,
