@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+from helpers import run_cli
 from onebit import create_model
 from onebit.errors import ConfigError
 from onebit.ops import dispatch
@@ -71,3 +72,17 @@ def test_onebit_kernels_reference_turns_every_kernel_off():
             check=True,
         ).stdout.strip()
         assert out == enabled
+
+
+def test_a_wrong_onebit_kernels_value_or_device_type_is_refused(tiny_fashion, tmp_path, monkeypatch):
+    """ONEBIT_KERNELS=off (or any value but reference/fused) would leave kernels on silently:
+    refused in one paragraph, exit 2, nothing written; a kernel for a device type torch does
+    not know is refused too."""
+    monkeypatch.setenv("ONEBIT_KERNELS", "off")
+    proc = run_cli(tiny_fashion, tmp_path / "run")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "ONEBIT_KERNELS must be 'reference'" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match="device type such as 'cuda'"):
+        dispatch.register_fused("pack_bits", "gpu", lambda m: m)
+    assert "gpu" not in dispatch.ops()["pack_bits"]

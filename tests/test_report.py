@@ -237,7 +237,7 @@ def test_collect_stops_when_metrics_disagree_with_final(tiny_fashion, tmp_path):
 
 
 def test_every_figure_has_its_function_caption_tables_and_section():
-    """A figure is added in two places (its function and its caption): the workflow renders
+    """A figure is added in three places (its function, its FIGURES entry, its caption): the workflow renders
     every entry of FIGURES from the tables it names and the report shows it in its section."""
     import inspect
     import re
@@ -253,3 +253,10 @@ def test_every_figure_has_its_function_caption_tables_and_section():
         assert (repo / f"workflow/report/{name}.rst").read_text().strip(), name
         assert set(fig.inputs) <= tables, (name, fig.inputs, tables)
         assert f'figures(\\"{fig.section}\\")' in notebook, (name, fig.section)
+
+
+def test_a_figure_in_a_misspelt_section_is_refused():
+    from onebit.report import Figure, check_figures
+
+    with pytest.raises(ValueError, match="figure 'mine': section must be one of results, memory, fidelity"):
+        check_figures({"mine": Figure(("summary",), "result")})

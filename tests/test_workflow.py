@@ -522,6 +522,35 @@ def test_workflow_runs_as_a_snakemake_module(workdir, tmp_path):
     assert (tmp_path / "reports/smoke/report.html").stat().st_size > 10_000
 
 
+BAD_DEPTH = (
+    "row\ttable\tdataset\tarch\tdepth\twidth\tmethod\tepochs\tseeds\n"
+    "bad\tbaseline\tfashion_mnist\twrn\t9\t0.5\tfp32\t1\t0\n"
+)
+
+
+@pytest.mark.parametrize("as_module", [False, True])
+def test_a_row_whose_network_cannot_be_built_is_refused_before_any_job(workdir, tmp_path, as_module):
+    """In a dry run, and where the workflow is used as a module (whose onstart handler
+    Snakemake does not use), a row whose network cannot be built stops the run before any
+    job, naming the row and field."""
+    grid = tmp_path / "bad.tsv"
+    grid.write_text(BAD_DEPTH)
+    cwd = workdir
+    if as_module:
+        cwd = tmp_path / "user"
+        cwd.mkdir()
+        (cwd / "Snakefile").write_text(
+            f'configfile: "{workdir}/config/config.yaml"\n\n\n'
+            f'module onebit:\n    snakefile:\n        "{workdir}/workflow/Snakefile"\n    config:\n        config\n\n\n'
+            "use rule * from onebit\n"
+        )
+    for dry in (["-n"], []):
+        proc = snakemake(cwd, *dry, "--cores", "1", "--config", "grid=bad", f"grids={{bad: {grid}}}")
+        assert proc.returncode != 0, proc.stdout[-2000:]
+        assert "row 'bad', field 'depth': WRN depth must be 6n + 2" in proc.stdout + proc.stderr
+        assert not (cwd / "results/bad").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(
     not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists(),

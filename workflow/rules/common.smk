@@ -21,10 +21,11 @@ GRID_NAME = config["grid"]
 # below: not a rule parameter, so adding a plugin changes no job's parameters)
 PLUGINS = ",".join(config["plugins"])
 # The grid and every setting that reaches a job, checked before any job. Building each row's
-# network (on the meta device) imports PyTorch: done here for a dry run, else in onstart
-# (check_networks_before_jobs), so that the parse each job and each cluster job pays stays light.
+# network (on the meta device) imports PyTorch: done when the scheduling process builds the
+# job graph (checked_before_jobs, from the train rule's input; dry runs and module use
+# included), so that the parse each job and each cluster job pays stays light.
 try:
-    CHECKED = check_workflow(config, GRID_NAME, ROOT, build=workflow.dryrun)
+    CHECKED = check_workflow(config, GRID_NAME, ROOT, build=False)
 except (GridError, ValueError) as e:
     raise WorkflowError(str(e)) from None
 GRID, GRID_PATH, PUBLISHED = CHECKED.grid, CHECKED.grid_path, CHECKED.published
@@ -163,8 +164,28 @@ def check_gpu_limit():
 def check_networks_before_jobs():
     """The rest of the grid's check (each row's network built on the meta device), in the
     process that schedules the jobs, before any job."""
-    if not workflow.dryrun:
-        try:
-            check_networks(CHECKED, GRID_NAME)
-        except (GridError, ValueError) as e:
-            raise WorkflowError(str(e)) from None
+    try:
+        check_networks(CHECKED, GRID_NAME)
+    except (GridError, ValueError) as e:
+        raise WorkflowError(str(e)) from None
+
+
+_CHECKED_BEFORE_JOBS = []
+
+
+def checked_before_jobs():
+    """The checks that need the whole run (networks built; on a real run, the GPU limit and
+    the SLURM account), once, in the scheduling process, while Snakemake builds the job
+    graph: before any job, in a dry run too, and also where the workflow is used as a
+    module (whose onstart handler is not used)."""
+    if workflow.is_main_process and not _CHECKED_BEFORE_JOBS:
+        check_networks_before_jobs()
+        if not workflow.dryrun:
+            check_gpu_limit()
+            check_slurm_account()
+        _CHECKED_BEFORE_JOBS.append(True)
+
+
+def train_data(wc):
+    checked_before_jobs()
+    return f"{RES}/data/{GRID.loc[wc.row, 'dataset']}.json"

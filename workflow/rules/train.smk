@@ -4,7 +4,7 @@
 # that a re-run (or a resubmitted cluster job) resumes after a killed one.
 rule train:
     input:
-        data=lambda wc: f"{RES}/data/{GRID.loc[wc.row, 'dataset']}.json",
+        data=train_data,
     output:
         f"{RES}/runs/{{row}}/seed{{seed}}/final.json",
     log:

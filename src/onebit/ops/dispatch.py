@@ -26,7 +26,13 @@ from ..errors import ConfigError
 
 _FUSED: dict[str, dict[str, Callable]] = {}
 _REFERENCES: dict[str, Callable] = {}
-_enabled = [os.environ.get("ONEBIT_KERNELS", "") != "reference"]
+_MODE = os.environ.get("ONEBIT_KERNELS", "")
+if _MODE not in ("", "fused", "reference"):
+    raise ConfigError(
+        f"ONEBIT_KERNELS must be 'reference' (the pure-PyTorch references only) or 'fused' (the "
+        f"default: a registered kernel where there is one), got {_MODE!r}; unset it or fix its value"
+    )
+_enabled = [_MODE != "reference"]
 
 
 def reference(fn: Callable) -> Callable:
@@ -57,6 +63,15 @@ def register_fused(name: str, device_type: str, fn: Callable | None = None):
     if name not in _REFERENCES:
         raise ConfigError(
             f"no op named {name!r} to register a fused kernel for; the ops are: {', '.join(sorted(_REFERENCES))}"
+        )
+
+    try:
+        valid = torch.device(device_type).type == device_type
+    except (RuntimeError, TypeError):
+        valid = False
+    if not valid:
+        raise ConfigError(
+            f"a fused kernel is registered for a device type such as 'cuda' or 'cpu', got {device_type!r}"
         )
 
     def add(f: Callable) -> Callable:
