@@ -311,3 +311,13 @@ def test_training_refuses_an_image_tree_with_the_wrong_classes(tiny_imagenet, tm
     )
     err = capsys.readouterr().err
     assert code == 3 and "holds 2 class folders, 3 expected" in err
+
+
+def test_a_dataset_registered_under_another_name_is_refused():
+    from onebit.data import DATASETS
+    from onebit.errors import UserError
+
+    fashion = DATASETS.get("fashion_mnist")
+    with pytest.raises(UserError, match="registered as 'fm_copy' calls itself 'fashion_mnist'"):
+        DATASETS.register("fm_copy", fashion)
+    assert "fm_copy" not in DATASETS

@@ -163,3 +163,22 @@ def test_identity_leaves_out_runtime_fields_only():
     runtime = {f.name for f in fields() if f.metadata["runtime"]}
     assert runtime == {"data_root", "device", "gpus", "workers", "compile", "eval_batch_size"}
     assert set(TrainConfig().identity()) == {f.name for f in fields()} - runtime
+
+
+def test_a_bug_in_a_model_builder_is_not_blamed_on_the_sizes():
+    """A builder's own RuntimeError (a shape bug) reaches the user as the bug it is, not as
+    "choose a smaller width or depth" (exit 2)."""
+    from onebit.config import TrainConfig
+    from onebit.errors import UserError
+    from onebit.models import MODELS, register_model
+
+    def buggy(num_classes=10, in_channels=1, method=None, **kw):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (2x3 and 4x5)")
+
+    register_model("buggy_rt", buggy)
+    try:
+        with pytest.raises(RuntimeError, match="mat1 and mat2") as e:
+            TrainConfig(dataset="fashion_mnist", arch="buggy_rt").build_model(meta=True)
+        assert not isinstance(e.value, UserError) and "smaller width" not in str(e.value)
+    finally:
+        MODELS.unregister("buggy_rt")

@@ -54,7 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .config import add_arguments
 
-    p = argparse.ArgumentParser(prog="onebit", description=__doc__.split("\n")[0], allow_abbrev=False)
+    p = argparse.ArgumentParser(
+        prog="onebit",
+        description=(
+            "Reproduce and extend 1-bit-weight and compressed-learning training: "
+            "train a row, measure memory and gradients, benchmark, export"
+        ),
+        allow_abbrev=False,
+    )
     p.add_argument("--version", action="version", version=f"onebit {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument(

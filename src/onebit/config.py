@@ -197,7 +197,9 @@ class TrainConfig:
                 with torch.device("meta"):
                     return create_model(self.arch, self.method, **kwargs)
             return create_model(self.arch, self.method, **kwargs)
-        except (RuntimeError, OverflowError, MemoryError) as e:  # sizes beyond any memory
+        except (RuntimeError, OverflowError, MemoryError) as e:
+            if isinstance(e, RuntimeError) and not _SIZE_ERROR.search(str(e)):
+                raise  # a bug in a builder, not a size beyond any memory
             raise ConfigError(
                 f"cannot build {self.arch} with {kwargs}: {type(e).__name__}: {e}; choose a smaller width or depth"
             ) from None
@@ -302,6 +304,12 @@ def registry_of(name: str):
     from .models import MODELS
 
     return {"dataset": DATASETS, "model": MODELS, "method": METHODS}[name]
+
+
+#: what PyTorch says when a tensor's size is beyond any memory or index
+_SIZE_ERROR = re.compile(
+    r"overflow|negative dimension|too large|out of memory|numel|size calculation|invalid size", re.I
+)
 
 
 def cuda_absence() -> str:

@@ -25,6 +25,9 @@ class Registry(Generic[T]):
         def add(obj: T) -> T:
             if name in self._items:
                 raise UserError(f"{self.kind} {name!r} is already registered")
+            own = getattr(obj, "name", name)
+            if isinstance(own, str) and own != name:
+                raise UserError(f"{self.kind} registered as {name!r} calls itself {own!r}: give both the same name")
             self._items[name] = obj
             return obj
 
