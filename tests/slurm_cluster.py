@@ -224,6 +224,9 @@ class SlurmCluster:
     gpus: fake GPUs (Gres=gpu:N, gres.conf with AutoDetect=off and File= N symlinks to
         /dev/null); jobs asking --gpus/--gres get them, CUDA_VISIBLE_DEVICES is set and
         sacct's AllocTRES shows gres/gpu=N.
+    gpu_type: a GPU type (e.g. "a100"): Gres=gpu:<type>:N, so that jobs may also ask for
+        --gres=gpu:<type>:N or --gpus=<type>:N (sacct: gres/gpu:<type>=N).
+    features: the node's features (Features=, comma-separated), for jobs with -C.
     partition, account: the partition's name and the account the current user gets
         (also made the user's default account).
     timeout: seconds each daemon may take to come up.
@@ -240,6 +243,8 @@ class SlurmCluster:
         partition: str = "gpu",
         account: str = "testacct",
         gpus: int = 0,
+        gpu_type: str = "",
+        features: str = "",
         timeout: float = 30.0,
         cluster_name: str | None = None,
         enforce_associations: bool = True,
@@ -250,6 +255,7 @@ class SlurmCluster:
         self.dir = Path(workdir).absolute() / "slurm-cluster"
         self.cpus, self.memory_mb, self.gpus = int(cpus), int(memory_mb), int(gpus)
         self.partition, self.account = partition, account
+        self.gpu_type, self.features = gpu_type, features
         self.timeout = timeout
         self.cluster_name = cluster_name or "t" + secrets.token_hex(4)
         self.enforce_associations = enforce_associations
@@ -403,9 +409,11 @@ class SlurmCluster:
             files = [d / "dev" / f"fakegpu{i}" for i in range(self.gpus)]
             for f in files:
                 f.symlink_to("/dev/null")
-            gres_node = f" Gres=gpu:{self.gpus}"
+            typed = f"{self.gpu_type}:" if self.gpu_type else ""
+            gres_node = f" Gres=gpu:{typed}{self.gpus}"
+            type_kw = f" Type={self.gpu_type}" if self.gpu_type else ""
             (d / "etc" / "gres.conf").write_text(
-                "AutoDetect=off\n" + "".join(f"NodeName={self.node_name} Name=gpu File={f}\n" for f in files)
+                "AutoDetect=off\n" + "".join(f"NodeName={self.node_name} Name=gpu{type_kw} File={f}\n" for f in files)
             )
         enforce = "associations,limits" if self.enforce_associations else "none"
         user = self.user
@@ -443,7 +451,7 @@ AccountingStoragePort={self.ports["dbd"]}
 # connections to slurmdbd take their munge socket from here, not from AuthInfo
 AccountingStoragePass={self.munge_socket}
 AccountingStorageEnforce={enforce}
-AccountingStorageTRES=gres/gpu
+AccountingStorageTRES=gres/gpu{",gres/gpu:" + self.gpu_type if self.gpu_type else ""}
 JobCompType=jobcomp/none
 MailProg=/bin/true
 SlurmdParameters=config_overrides
@@ -453,7 +461,7 @@ MinJobAge=60
 InactiveLimit=0
 SlurmdTimeout=60
 {"GresTypes=gpu" if self.gpus else ""}
-NodeName={self.node_name} NodeHostname={self.node_name} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.memory_mb}{gres_node} State=UNKNOWN
+NodeName={self.node_name} NodeHostname={self.node_name} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.memory_mb}{gres_node}{" Features=" + self.features if self.features else ""} State=UNKNOWN
 PartitionName={self.partition} Nodes={self.node_name} Default=YES MaxTime=INFINITE State=UP
 {self.extra_slurm_conf}
 """)

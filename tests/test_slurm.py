@@ -8,6 +8,7 @@ them; CI runs it before the tests)."""
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -33,7 +34,16 @@ SMALL = ["--set-threads", "memory=1", "fidelity=1", "--slurm-init-seconds-before
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    with SlurmCluster(tmp_path_factory.mktemp("slurm"), cpus=2, memory_mb=16000, gpus=2) as c:
+    node = socket.gethostname().split(".")[0]
+    with SlurmCluster(
+        tmp_path_factory.mktemp("slurm"),
+        cpus=2,
+        memory_mb=16000,
+        gpus=2,
+        gpu_type="a100",
+        features="80gb",
+        extra_slurm_conf=f"PartitionName=cpu Nodes={node} Default=NO MaxTime=INFINITE State=UP\n",
+    ) as c:
         yield c
 
 
@@ -156,3 +166,79 @@ def test_cancelled_job_resumes_and_a_two_gpu_row_runs_torchrun(cluster, workdir)
     assert ddp and "gres/gpu=2" in accounted(cluster, ddp)[ddp[-1]]["AllocTRES"]
     env = (workdir / "results/extra/runs/ddp/seed0/env.json").read_text()
     assert '"world_size": 2' in env
+
+
+TYPED = """row\ttable\tdataset\tarch\tdepth\twidth\tmethod\tepochs\tseeds\tbatch_size\tcrop_pad\ttrain_subset\ttest_subset\tgpus\tmem_mb\truntime
+g2\tbaseline\tfashion_mnist\twrn\t8\t0.5\tfp32\t1\t0\t32\t0\t128\t64\t2\t2000\t10
+c0\tbaseline\tfashion_mnist\twrn\t8\t0.5\tfp32\t1\t0\t32\t0\t128\t64\t0\t2000\t10
+"""
+
+
+def test_gpus_as_a_typed_gres_and_cpu_jobs_on_their_own_partition(cluster, workdir):
+    """config slurm.gres = gpu:a100: a row of two GPUs asks for --gres=gpu:a100:2 (and no
+    --gpus); slurm.cpu_partition: a row without GPUs goes to that partition, the GPU row to
+    the profile's slurm_partition. sacct shows what each job was given."""
+    (workdir / "config/grids/typed.tsv").write_text(TYPED)
+    args = [
+        "--config",
+        "grid=typed",
+        "grids={typed: config/grids/typed.tsv}",
+        "device=cpu",
+        "slurm={gres: 'gpu:a100', cpu_partition: cpu}",
+        "--",
+        "results/typed/runs/g2/seed0/final.json",
+        "results/typed/runs/c0/seed0/final.json",
+    ]
+    proc = snakemake(cluster, workdir, "--verbose", *args, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    calls = sbatch_calls(proc)
+    assert any(" -p gpu " in c and "--gres=gpu:a100:2" in c and "--gpus" not in c for c in calls), calls
+    assert any(" -p cpu " in c and "--gres" not in c and "--gpus" not in c for c in calls), calls
+    jobs = slurm_jobs(cluster, workdir, "train")
+    rows = {r["JobID"]: r for r in cluster.sacct("JobID,Partition,State,AllocTRES")}
+    by_row = {jobs[i].split("_")[0]: rows[i] for i in jobs if jobs[i].startswith(("g2_", "c0_"))}
+    assert set(by_row) == {"g2", "c0"}, jobs
+    assert "gres/gpu:a100=2" in by_row["g2"]["AllocTRES"], by_row
+    assert by_row["g2"]["Partition"] == cluster.partition and by_row["c0"]["Partition"] == "cpu", by_row
+    assert "gres/gpu" not in by_row["c0"]["AllocTRES"], by_row
+    for r in by_row.values():
+        assert r["State"] == "COMPLETED", by_row
+
+
+def sbatch_calls(proc) -> list[str]:
+    """The sbatch command lines the plugin ran (printed with --verbose)."""
+    out = proc.stdout + proc.stderr
+    return [line.split("sbatch call: ", 1)[1] for line in out.splitlines() if "sbatch call: " in line]
+
+
+def test_gpu_model_constraint_qos_and_extra_flags_from_the_profile(cluster, workdir):
+    """README's second example profile: set-resources of the train rule give --gpus=a100:N,
+    -C, --qos and extra flags; the job runs with them."""
+    profile = workdir / "profiles/slurm-model"
+    shutil.copytree(workdir / "profiles/slurm", profile)
+    text = (profile / "config.yaml").read_text()
+    (profile / "config.yaml").write_text(
+        text + "set-resources:\n  train:\n    gpu_model: a100\n    constraint: 80gb\n    qos: normal\n"
+        "    slurm_extra: \"'--nice=5'\"\n"
+    )
+    (workdir / "config/grids/model.tsv").write_text(TYPED.replace("g2\t", "m2\t").split("c0\t")[0])
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm-model", *SMALL, "--verbose"]
+        + ["--config", "grid=model", "grids={model: config/grids/model.tsv}", "device=cpu"]
+        + ["--", "results/model/runs/m2/seed0/final.json"],
+        cwd=workdir,
+        env=cluster.environ(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    calls = [c for c in sbatch_calls(proc) if "rule_train" in c or "m2" in c]
+    assert calls, sbatch_calls(proc)
+    c = calls[0]
+    assert "--gpus=a100:2" in c and "-C 80gb" in c and "--qos=normal" in c and "--nice=5" in c, c
+    jobs = slurm_jobs(cluster, workdir, "train")
+    rows = {r["JobID"]: r for r in cluster.sacct("JobID,State,AllocTRES,QOS,Constraints")}
+    (job,) = [rows[i] for i in jobs if jobs[i].startswith("m2_")]
+    assert job["State"] == "COMPLETED" and "gres/gpu:a100=2" in job["AllocTRES"], job
+    assert job["QOS"] == "normal" and job["Constraints"] == "80gb", job

@@ -318,6 +318,16 @@ def test_threads_are_shared_among_a_jobs_processes(workdir, tmp_path):
     assert "OMP_NUM_THREADS=4 ONEBIT_GPUS=2 ONEBIT_ROW=g onebit_torchrun 2 train" in proc.stdout + proc.stderr
 
 
+@pytest.mark.parametrize(
+    "slurm, message",
+    [("{gres: 'gpu a100'}", "gres"), ("{cpu_partition: 'a;rm'}", "cpu_partition"), ("{gpu_type: a100}", "gpu_type")],
+)
+def test_a_malformed_slurm_setting_is_refused_before_any_job(workdir, slurm, message):
+    proc = snakemake(workdir, "-n", "--cores", "1", "--config", "grid=smoke", f"slurm={slurm}")
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+
+
 @pytest.mark.slow
 @needs_fashion
 def test_gpu_row_never_trains_on_the_cpu(workdir, tmp_path):

@@ -66,6 +66,44 @@ def grid_value(column):
     return lambda wc: GRID.loc[wc.row, column]
 
 
+# SLURM (config `slurm`): GPUs asked for as a typed GRES, and a partition for jobs without GPUs.
+SLURM = {"cpu_partition": "", "gres": "", **config.get("slurm", {})}
+
+
+def row_gpus(wc):
+    return int(GRID.loc[wc.row, "gpus"])
+
+
+def gpu_resource(gpus):
+    """Snakemake's gpu resource (--gpus=N on SLURM, the local GPU limit); 0 on a cluster
+    that is asked through a typed GRES instead."""
+    return lambda wc: 0 if SLURM["gres"] and not workflow.local_exec else gpus(wc)
+
+
+def gres_resource(gpus):
+    """--gres=<slurm.gres>:N for a job of N GPUs, where the cluster asks for typed GRES."""
+    return lambda wc: (
+        f"{SLURM['gres']}:{gpus(wc)}" if SLURM["gres"] and gpus(wc) else ""
+    )
+
+
+def default_resource(name):
+    defaults = workflow.resource_settings.default_resources
+    if not hasattr(defaults, "get") or defaults.get(name) is None:
+        return ""
+    return str(getattr(defaults.get(name), "raw", "") or "").strip("'\"")
+
+
+def partition_resource(gpus):
+    """Jobs without GPUs go to slurm.cpu_partition where one is named; the others to the
+    profile's slurm_partition ("" leaves the choice to SLURM's default partition)."""
+    return lambda wc: (
+        SLURM["cpu_partition"]
+        if SLURM["cpu_partition"] and not gpus(wc)
+        else default_resource("slurm_partition")
+    )
+
+
 def launcher(wc):
     """torchrun with one process per GPU for a row of several GPUs."""
     n = int(GRID.loc[wc.row, "gpus"])

@@ -13,6 +13,8 @@ rule fidelity:
     conda:
         "../../envs/onebit.yaml"
     threads: config["threads_per_job"]
+    resources:
+        slurm_partition=partition_resource(lambda wc: 0),
     params:
         args=fidelity_args,
     shell:

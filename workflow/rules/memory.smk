@@ -11,7 +11,9 @@ rule memory:
     threads: config["threads_per_job"]
     resources:
         mem_mb=memory_mb,
-        gpu=memory_gpus,
+        gpu=gpu_resource(memory_gpus),
+        gres=gres_resource(memory_gpus),
+        slurm_partition=partition_resource(memory_gpus),
     params:
         args=memory_args,
         device=memory_device,

@@ -15,16 +15,19 @@ rule train:
         "../../envs/onebit.yaml"
     threads: lambda wc: int(GRID.loc[wc.row, "cpus"]) or config["threads_per_job"]
     resources:
-        gpu=grid_value("gpus"),
+        gpu=gpu_resource(row_gpus),
+        gres=gres_resource(row_gpus),
+        slurm_partition=partition_resource(row_gpus),
         mem_mb=grid_value("mem_mb"),
         runtime=grid_value("runtime"),
     params:
         launcher=launcher,
         threads=threads_per_process,
+        gpus=row_gpus,
         args=lambda wc: train_args(GRID.loc[wc.row], int(wc.seed)),
         out=lambda wc: f"{RES}/runs/{wc.row}/seed{wc.seed}",
     shell:
-        "OMP_NUM_THREADS={params.threads} ONEBIT_GPUS={resources.gpu} ONEBIT_ROW={wildcards.row:q}"
+        "OMP_NUM_THREADS={params.threads} ONEBIT_GPUS={params.gpus} ONEBIT_ROW={wildcards.row:q}"
         " {params.launcher} train"
         " {params.args:q}"
         " --out {params.out:q} > {log:q} 2>&1"
