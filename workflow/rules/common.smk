@@ -88,6 +88,7 @@ def gres_resource(gpus):
 
 
 def default_resource(name):
+    """A default resource of the profile as written ("" where it sets none)."""
     defaults = workflow.resource_settings.default_resources
     if not hasattr(defaults, "get") or defaults.get(name) is None:
         return ""
@@ -106,13 +107,13 @@ def partition_resource(gpus):
 
 def launcher(wc):
     """torchrun with one process per GPU for a row of several GPUs."""
-    n = int(GRID.loc[wc.row, "gpus"])
+    n = row_gpus(wc)
     return f"onebit_torchrun {n}" if n > 1 else "onebit"
 
 
 def threads_per_process(wc, threads):
     """A job's CPU threads shared among its processes (one per GPU under torchrun)."""
-    return max(1, threads // max(1, int(GRID.loc[wc.row, "gpus"])))
+    return max(1, threads // max(1, row_gpus(wc)))
 
 
 def memory_args(wc):
@@ -170,13 +171,7 @@ FIDELITY_SHELL = (
 
 def check_slurm_account():
     """The SLURM profile's placeholder account, left unedited, is refused before any job."""
-    defaults = workflow.resource_settings.default_resources or {}
-    account = (
-        getattr(defaults.get("slurm_account"), "raw", None)
-        if hasattr(defaults, "get")
-        else None
-    )
-    if not workflow.local_exec and account is not None and "my_account" in str(account):
+    if not workflow.local_exec and "my_account" in default_resource("slurm_account"):
         raise WorkflowError(
             "profiles/slurm/config.yaml still names the placeholder account my_account: set "
             "slurm_account to yours (sacctmgr show associations user=$USER), or delete that line"
