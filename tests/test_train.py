@@ -166,39 +166,18 @@ def test_imagenet_folder_training(tiny_imagenet, tmp_path):
     assert "test_top5_err" in final and final["params"] > 11e6
 
 
-@pytest.mark.slow
-def test_torchrun_data_parallel_on_cpu(tiny_fashion, tmp_path):
+def _torchrun(tiny_fashion, tmp_path, out, port: int, fault_rank: "int | None" = None, fault: str = ""):
+    """``onebit train`` as two gloo processes under torchrun; ``fault`` (ONEBIT_FAULT) for
+    rank ``fault_rank`` only."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29531",
-        "-m",
-        "onebit.cli",
-        "train",
-        "--dataset",
-        "tiny_fashion",
-        "--depth",
-        "8",
-        "--width",
-        "0.25",
-        "--batch-size",
-        "16",
-        "--epochs",
-        "2",
-        "--data-root",
-        str(tiny_fashion),
-        "--out",
-        str(tmp_path / "r"),
-    ]
+    env.pop("ONEBIT_FAULT", None)
+    if fault:
+        env["ONEBIT_FAULT"] = fault
     # the child processes need the test dataset registered: run through a tiny wrapper
     wrapper = tmp_path / "wrapper.py"
     wrapper.write_text(
-        "import sys\n"
+        "import os, sys\n"
+        f"if os.environ['RANK'] != {str(fault_rank)!r}: os.environ.pop('ONEBIT_FAULT', None)\n"
         f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
         "from conftest import write_fashion\n"
         "from onebit.data import DATASETS\nfrom onebit.data.datasets import FashionMnist\n"
@@ -207,8 +186,18 @@ def test_torchrun_data_parallel_on_cpu(tiny_fashion, tmp_path):
         " url='file:///x/', folder='tiny-ddp', system_dir=''))\n"
         "from onebit.cli import main\nsys.exit(main(sys.argv[1:]))\n"
     )
-    cmd = cmd[: cmd.index("-m", 4)] + [str(wrapper)] + cmd[cmd.index("onebit.cli") + 1 :]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+        str(wrapper), "train", "--dataset", "tiny_fashion", "--depth", "8", "--width", "0.25",
+        "--batch-size", "16", "--epochs", "2", "--method", "cl", "--data-root", str(tiny_fashion),
+        "--out", str(out),
+    ]  # fmt: skip
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+
+
+@pytest.mark.slow
+def test_torchrun_data_parallel_on_cpu(tiny_fashion, tmp_path):
+    proc = _torchrun(tiny_fashion, tmp_path, tmp_path / "r", 29531)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "r"
     assert json.loads((run / "env.json").read_text())["world_size"] == 2
@@ -217,6 +206,22 @@ def test_torchrun_data_parallel_on_cpu(tiny_fashion, tmp_path):
     test_imgs = [m["images"] for m in lines if m["split"] == "test"]
     assert train_imgs == [96, 96] and test_imgs == [40, 40]  # both ranks' shards are counted
     assert (run / "final.json").exists()
+
+
+@pytest.mark.slow
+def test_a_stop_signal_to_one_process_of_a_data_parallel_run_stops_all_at_the_same_step(tiny_fashion, tmp_path):
+    """SIGUSR1 reaches rank 1 only (rank 0 writes the checkpoint): both stop after the same
+    step, and the resumed run equals an uninterrupted one (two gloo processes)."""
+    from helpers import assert_same_run, comparable
+
+    assert _torchrun(tiny_fashion, tmp_path, tmp_path / "ref", 29532).returncode == 0
+    proc = _torchrun(tiny_fashion, tmp_path, tmp_path / "r", 29533, fault_rank=1, fault="step:8:USR1")
+    assert proc.returncode != 0 and "stopped by SIGUSR1 after step 2 of epoch 2" in proc.stderr, proc.stderr[-3000:]
+    assert "stopped by a stop signal to another process after step 2 of epoch 2" in proc.stderr
+    assert load_checkpoint(tmp_path / "r/checkpoint.pt")["partial"]["batches"] == 2
+    proc = _torchrun(tiny_fashion, tmp_path, tmp_path / "r", 29534)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_same_run(comparable(tmp_path / "r"), comparable(tmp_path / "ref"))
 
 
 @pytest.mark.parametrize("reset", [True, False])
@@ -364,3 +369,98 @@ def test_gpu_row_on_a_cpu_machine_exits_2_and_writes_nothing(tiny_fashion, tmp_p
     proc = run_cli(tiny_fashion, out, extra=["--device", "cpu"])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((out / "env.json").read_text())["device"] == "cpu"
+
+
+def _quiet(*_):
+    pass
+
+
+def _stop_at(monkeypatch, step: int, sig: str) -> None:
+    """The process sends itself ``sig`` after training step ``step`` (in-process)."""
+    from onebit import runio
+
+    monkeypatch.setenv("ONEBIT_FAULT", f"step:{step}:{sig}")
+    monkeypatch.setattr(runio, "_FAULT_COUNTS", {})
+
+
+@pytest.mark.parametrize("sig", ["USR1", "TERM"])
+def test_a_stop_signal_saves_mid_epoch_and_the_resumed_run_equals_an_uninterrupted_one(
+    tiny_fashion, tmp_path, monkeypatch, sig
+):
+    """SLURM's --signal=USR1@N before a time limit, or SIGTERM (scancel, the limit itself):
+    the run stops after the current step with a checkpoint of that step, exits 75, and the
+    same command continues it to the uninterrupted run's result, bit for bit."""
+    import signal
+
+    from helpers import assert_same_run, comparable
+    from onebit.errors import Interrupted
+
+    c = cfg(tiny_fashion, method="cl")  # 3 steps per epoch, noise drawn every step
+    train(c, tmp_path / "ref", log=_quiet)
+    run = tmp_path / "r"
+    before = signal.getsignal(signal.SIGUSR1), signal.getsignal(signal.SIGTERM)
+    _stop_at(monkeypatch, 5, sig)
+    with pytest.raises(Interrupted, match=f"stopped by SIG{sig} after step 2 of epoch 2") as e:
+        train(c, run, log=_quiet)
+    assert e.value.exit_code == 75
+    assert (signal.getsignal(signal.SIGUSR1), signal.getsignal(signal.SIGTERM)) == before  # restored
+    state = load_checkpoint(run / "checkpoint.pt")
+    assert state["format"] == 3 and state["epoch"] == 1 and state["step"] == 5
+    assert state["partial"]["batches"] == 2 and state["partial"]["seen"] == 64
+    assert len(read_metrics(run)) == 2  # the completed epoch only
+    assert not (run / "final.json").exists()
+    # stopped again, in the resumed epoch's last step: the epoch ends, its checkpoint is the epoch's
+    _stop_at(monkeypatch, 1, sig)
+    with pytest.raises(Interrupted, match="after epoch 2"):
+        train(c, run, log=_quiet)
+    assert load_checkpoint(run / "checkpoint.pt")["format"] == 2
+    monkeypatch.delenv("ONEBIT_FAULT")
+    logs = []
+    train(c, run, log=logs.append)
+    assert logs[0].endswith("after epoch 2")
+    assert_same_run(comparable(run), comparable(tmp_path / "ref"))
+
+
+def test_a_stop_signal_mid_epoch_of_an_image_folder_run(tiny_imagenet, tmp_path, monkeypatch):
+    """The folder path (ImageNet) continues an epoch by skipping the images already taken:
+    its order and augmentation follow from (seed, epoch, image)."""
+    from helpers import assert_same_run, comparable
+    from onebit.errors import Interrupted
+
+    c = TrainConfig(
+        dataset="tiny_imagenet", arch="resnet18", method="w1", epochs=2, batch_size=4,
+        data_root=str(tiny_imagenet), workers=0, weight_decay=1e-4,
+    )  # fmt: skip
+    train(c, tmp_path / "ref", log=_quiet)
+    _stop_at(monkeypatch, 4, "USR1")  # 3 steps per epoch: the first of epoch 2
+    with pytest.raises(Interrupted, match="after step 1 of epoch 2"):
+        train(c, tmp_path / "r", log=_quiet)
+    monkeypatch.delenv("ONEBIT_FAULT")
+    train(c, tmp_path / "r", log=_quiet)
+    assert_same_run(comparable(tmp_path / "r"), comparable(tmp_path / "ref"))
+
+
+def test_a_malformed_mid_epoch_state_is_refused(tiny_fashion, tmp_path, monkeypatch):
+    from onebit.errors import Interrupted
+    from onebit.rundir import StateVersionError
+    from onebit.runio import save_checkpoint
+
+    c = cfg(tiny_fashion)
+    run = tmp_path / "r"
+    _stop_at(monkeypatch, 2, "USR1")
+    with pytest.raises(Interrupted):
+        train(c, run, log=_quiet)
+    monkeypatch.delenv("ONEBIT_FAULT")
+    state = load_checkpoint(run / "checkpoint.pt")
+    for bad in ({**state["partial"], "batches": 0}, {"batches": 1}, "2 steps"):
+        save_checkpoint({**state, "partial": bad}, run / "checkpoint.pt", keep_previous=False)
+        with pytest.raises(StateVersionError, match="mid-epoch state"):
+            train(c, run, log=_quiet)
+    order = state["partial"]["data"]["order"]
+    save_checkpoint(
+        {**state, "partial": {**state["partial"], "data": {"order": order[:-1]}}}, run / "checkpoint.pt",
+        keep_previous=False,
+    )  # fmt: skip
+    with pytest.raises(StateVersionError, match="data order does not fit"):
+        train(c, run, log=_quiet)
+    assert not list(run.glob("*.corrupt-*"))  # refused, never set aside as damaged

@@ -4,7 +4,8 @@
 reaches the command line (a ``ValueError`` from a bug, say) is shown as an internal error
 that asks for ``--debug`` and a report. Exit codes: 2 a bad argument, setting, grid or
 plugin; 3 bad data, a damaged file or a run that cannot go on (4, a file that cannot be
-written, comes from ``OSError`` in :mod:`onebit.cli`; 130, Ctrl-C).
+written, comes from ``OSError`` in :mod:`onebit.cli`; 75, training stopped by SIGUSR1 or
+SIGTERM after saving a checkpoint, to be run again; 130, Ctrl-C).
 """
 
 from __future__ import annotations
@@ -77,3 +78,10 @@ class NonFiniteLoss(OnebitError, RuntimeError):
     """Training produced a NaN or infinite loss (exit 3)."""
 
     exit_code = 3
+
+
+class Interrupted(OnebitError):
+    """Training stopped by SIGUSR1 or SIGTERM at a step boundary, its checkpoint saved (exit
+    75, EX_TEMPFAIL: run the same command again, or let the cluster resubmit, to continue)."""
+
+    exit_code = 75

@@ -33,9 +33,12 @@ from .runio import (
     set_aside,
 )
 
-#: version of the training state in checkpoint.pt; 1 had no "format" key
-STATE_FORMAT = 2
+#: version of the training state in checkpoint.pt; 1 had no "format" key; 3 is a
+#: mid-epoch state (its "partial" says how far the epoch got), which a reader of 2 must
+#: refuse rather than resume at the epoch's start; epoch-end states are still written as 2
+STATE_FORMAT = 3
 STATE_KEYS = ("model", "optimizer", "epoch", "step", "metrics", "run_config", "rng")
+PARTIAL_KEYS = ("batches", "loss_sum", "correct", "seen", "data_seconds", "seconds", "data")
 
 
 def _diff(existing: dict, requested: dict) -> dict:
@@ -196,10 +199,23 @@ class RunDir:
                 "away, or use another --out."
             )
         # format 1 -> 2 added only the "format" key: the state itself is the same
+        partial = state.get("partial")
+        if partial is not None and not (
+            isinstance(partial, dict)
+            and all(k in partial for k in PARTIAL_KEYS)
+            and isinstance(partial["batches"], int)
+            and partial["batches"] > 0
+            and isinstance(partial["data"], dict)
+        ):
+            raise StateVersionError(
+                f"{path} holds a mid-epoch state this version cannot continue (its 'partial' entry "
+                f"lacks {[k for k in PARTIAL_KEYS if not isinstance(partial, dict) or k not in partial]} "
+                "or is malformed). Move it away to restart the run, or use another --out."
+            )
 
     def save(self, state: dict) -> None:
         if self.main:
-            save_checkpoint({**state, "format": STATE_FORMAT}, self.checkpoint)
+            save_checkpoint({**state, "format": 3 if "partial" in state else 2}, self.checkpoint)
 
     def write_metrics(self, metrics: list) -> None:
         if self.main:

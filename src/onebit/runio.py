@@ -26,22 +26,25 @@ _FAULT_COUNTS: dict = {}
 def fault_point(name: str) -> None:
     """Reliability tests only: with ``ONEBIT_FAULT=name:n`` in the environment, the
     process kills itself (SIGKILL, as a scheduler or the OOM killer would) the n-th
-    time it reaches this point. Points: ``step``, ``checkpoint``, ``metrics``,
-    ``checkpoint-rotate``."""
+    time it reaches this point; ``name:n:SIGNAL`` (``USR1``, ``TERM``) sends itself that
+    signal instead, as SLURM does before a time limit. Points: ``step``, ``checkpoint``,
+    ``metrics``, ``checkpoint-rotate``."""
     spec = os.environ.get("ONEBIT_FAULT")
     if not spec:
         return
-    target, _, count = spec.partition(":")
+    target, _, rest = spec.partition(":")
     if target != name:
         return
-    if not (count or "1").isdigit():
+    count, _, sig = rest.partition(":")
+    sig = sig.upper().removeprefix("SIG")
+    if not (count or "1").isdigit() or (sig and sig not in ("USR1", "TERM")):
         raise UserError(
-            f"ONEBIT_FAULT={spec!r}: the test hook takes POINT:N with N a positive integer "
+            f"ONEBIT_FAULT={spec!r}: the test hook takes POINT:N[:USR1|TERM] with N a positive integer "
             "(unset ONEBIT_FAULT to train normally)"
         )
     _FAULT_COUNTS[name] = _FAULT_COUNTS.get(name, 0) + 1
     if _FAULT_COUNTS[name] == int(count or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), getattr(signal, f"SIG{sig}") if sig else signal.SIGKILL)
 
 
 def atomic_write_bytes(path: Path, data: bytes, fault: str | None = None) -> None:

@@ -3,7 +3,9 @@
 The run directory (:mod:`onebit.rundir`) is the output contract the pipeline
 relies on; its configuration is :class:`onebit.config.TrainConfig`. Re-running
 the same command resumes from the last checkpoint; on CPU the result is
-bit-for-bit that of an uninterrupted run.
+bit-for-bit that of an uninterrupted run. SIGUSR1 or SIGTERM stop a run at the next
+step boundary with a checkpoint of that step (:mod:`onebit.stopping`), from which it
+resumes mid-epoch.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from . import bnstats
 from .config import ConfigError, TrainConfig
 from .data import get_dataset
 from .data.loaders import make_batches
+from .errors import Interrupted
 from .methods import get_method
 from .rundir import ConfigMismatch, RunDir, StateVersionError
 from .runio import environment, fault_point
 from .schedule import is_cycle_end, is_restart, lr_at
 from .step import NonFiniteLoss, autocast, train_step
+from .stopping import StopSignals
 
 __all__ = ["ConfigMismatch", "NonFiniteLoss", "TrainConfig", "Trainer", "train"]
 
@@ -93,6 +97,7 @@ class Trainer:
         self.rundir = RunDir(out, main=self.main, log=log)
         self.ds = get_dataset(cfg.dataset)
         self.method = get_method(cfg.method)
+        self.stop = StopSignals()
 
     def check(self) -> int:
         """Validate everything short of training (what ``__init__`` did); returns the
@@ -121,8 +126,12 @@ class Trainer:
         self.train_batches, self.test_batches = make_batches(cfg, self.ds, self.device, self.gen, self.rank, self.world)
 
     # ------------------------------------------------------------ state
-    def _state(self, epoch, step, metrics) -> dict:
+    def _state(self, epoch, step, metrics, partial: Optional[dict] = None) -> dict:
+        """The training state after ``step``; ``partial`` (a mid-epoch checkpoint) holds how
+        far epoch ``epoch + 1`` got: its batches done, their sums and its data order."""
+        extra = {} if partial is None else {"partial": partial}
         return {
+            **extra,
             "config": self.model.onebit_config,
             "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
@@ -150,7 +159,25 @@ class Trainer:
         self.gen.set_state(ck["rng"]["data"])
         if ck["rng"].get("cuda") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
-        return ck["epoch"], ck["step"], ck["metrics"]
+        return ck["epoch"], ck["step"], ck["metrics"], ck.get("partial")
+
+    def _stop_requested(self) -> bool:
+        """A stop signal reached this process, or (data-parallel) any of them: all stop
+        after the same step."""
+        flag = self.stop.requested is not None
+        if self.world > 1:
+            t = torch.tensor([float(flag)], device=self.device)
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+            flag = bool(t.item())
+        return flag
+
+    def _interrupted(self, epoch: int, i: int, steps: int) -> Interrupted:
+        where = f"after step {i} of epoch {epoch + 1} ({steps} steps)" if i else f"after epoch {epoch}"
+        return Interrupted(
+            f"stopped by {self.stop.requested or 'a stop signal to another process'} {where}; "
+            f"{self.rundir.checkpoint} holds that state. Run the same command again to continue from "
+            "there (the pipeline resubmits the job); the result is that of an uninterrupted run."
+        )
 
     # ------------------------------------------------------------ loops
     def _reduce(self, *vals):
@@ -159,16 +186,25 @@ class Trainer:
             torch.distributed.all_reduce(t)
         return t.tolist()
 
-    def train_epoch(self, epoch: int, step: int):
+    def train_epoch(self, epoch: int, step: int, metrics: list, partial: Optional[dict] = None):
+        """One epoch from its start, or from where ``partial`` (a mid-epoch checkpoint) left it.
+        A stop signal ends it after the current step with a checkpoint of that step."""
         cfg = self.cfg
         self.net.train()
         self.train_batches.set_epoch(epoch)
         steps_per_epoch = len(self.train_batches)
-        loss_sum = correct = seen = data_time = 0.0
+        loss_sum = correct = seen = data_time = before = 0.0
+        first = 0
+        if partial is not None:
+            first = partial["batches"]
+            data_time, before = partial["data_seconds"], partial["seconds"]
+            if self.rank == 0:  # the sums of all processes (the others start from 0)
+                loss_sum, correct, seen = (partial[k] for k in ("loss_sum", "correct", "seen"))
+            self.train_batches.resume(partial["data"], first)
         progress = Progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs} train", self.main)
         t_start = t_data = time.perf_counter()
         lr = cfg.lr_max
-        for i, (xb, yb) in enumerate(self.train_batches):
+        for i, (xb, yb) in enumerate(self.train_batches, start=first):
             if self.device.type == "cuda":
                 xb = xb.contiguous(memory_format=torch.channels_last)
             data_time += time.perf_counter() - t_data
@@ -194,9 +230,23 @@ class Trainer:
             correct += (logits.argmax(1) == yb).sum().item()
             seen += len(yb)
             progress.update(i, loss.item())
+            if i + 1 < steps_per_epoch and self._stop_requested():
+                progress.close()
+                loss_sum, correct, seen = self._reduce(loss_sum, correct, seen)
+                state = {
+                    "batches": i + 1,
+                    "loss_sum": loss_sum,
+                    "correct": correct,
+                    "seen": seen,
+                    "data_seconds": data_time,
+                    "seconds": before + time.perf_counter() - t_start,
+                    "data": self.train_batches.state(),
+                }
+                self.rundir.save(self._state(epoch, step, metrics, state))
+                raise self._interrupted(epoch, i + 1, steps_per_epoch)
             t_data = time.perf_counter()
         progress.close()
-        seconds = time.perf_counter() - t_start
+        seconds = before + time.perf_counter() - t_start
         loss_sum, correct, seen = self._reduce(loss_sum, correct, seen)
         return step, {
             "split": "train",
@@ -272,11 +322,12 @@ class Trainer:
                 self.log(f"{rd.final} exists: the run is complete, nothing to do")
                 return final
             self._build()
-            epoch, step, metrics = 0, 0, []
+            epoch, step, metrics, partial = 0, 0, [], None
             state = rd.resume(identity, map_location=self.device)
             if state is not None:
-                epoch, step, metrics = self._restore(state)
-                self.log(f"resuming {rd.path} after epoch {epoch}")
+                epoch, step, metrics, partial = self._restore(state)
+                within = f", step {partial['batches']} of epoch {epoch + 1}" if partial else ""
+                self.log(f"resuming {rd.path} after epoch {epoch}{within}")
             rd.start(
                 {
                     **dataclasses.asdict(cfg),
@@ -287,41 +338,54 @@ class Trainer:
                 {**environment(self.device), "world_size": self.world},
             )
             wall = sum(m["epoch_seconds"] for m in metrics)
-            for _ in range(cfg.epochs - epoch if stop_after is None else min(stop_after, cfg.epochs - epoch)):
-                step, train_m = self.train_epoch(epoch, step)
-                epoch += 1
-                bn_stats = "running"
-                if cfg.bn_reestimate and (is_cycle_end(epoch, cfg.t0, cfg.tmult) or epoch == cfg.epochs):
-                    self.reestimate_bn(epoch)
-                    bn_stats = "reestimated"
-                test_m = {**self.evaluate(), "bn_stats": bn_stats}
-                base = {**identity, "epoch": epoch, "step": step, **self._peak_memory()}
-                test_m["lr"] = train_m["lr"]
-                metrics += [{**base, **train_m}, {**base, **test_m}]
-                wall += train_m["epoch_seconds"] + test_m["epoch_seconds"]
-                rd.save(self._state(epoch, step, metrics))
-                rd.write_metrics(metrics)
-                self.log(
-                    f"epoch {epoch}/{cfg.epochs} lr {train_m['lr']:.2e} train loss {train_m['loss']:.4f} "
-                    f"err {train_m['top1_err']:.2f}% | test err {test_m['top1_err']:.2f}% | "
-                    f"{train_m['images_per_s']:.0f} img/s, data {train_m['data_seconds']:.1f}s "
-                    f"of {train_m['epoch_seconds']:.1f}s"
-                )
+            with self.stop:
+                epoch, step, wall = self._epochs(epoch, step, metrics, partial, wall, stop_after)
             if epoch < cfg.epochs:
                 return None
-            last = metrics[-1]
-            final = {
-                **identity,
-                "epochs_done": epoch,
-                "test_top1_err": last["top1_err"],
-                "test_loss": last["loss"],
-                "wall_seconds": wall,
-                "params": self.n_params,
-            }
-            if "top5_err" in last:
-                final["test_top5_err"] = last["top5_err"]
-            rd.finish(metrics, final)
-            return final
+            return self._finish(epoch, metrics, wall)
+
+    def _epochs(self, epoch, step, metrics, partial, wall, stop_after):
+        cfg, identity, rd = self.cfg, self.cfg.identity(), self.rundir
+        for _ in range(cfg.epochs - epoch if stop_after is None else min(stop_after, cfg.epochs - epoch)):
+            step, train_m = self.train_epoch(epoch, step, metrics, partial)
+            partial = None
+            epoch += 1
+            bn_stats = "running"
+            if cfg.bn_reestimate and (is_cycle_end(epoch, cfg.t0, cfg.tmult) or epoch == cfg.epochs):
+                self.reestimate_bn(epoch)
+                bn_stats = "reestimated"
+            test_m = {**self.evaluate(), "bn_stats": bn_stats}
+            base = {**identity, "epoch": epoch, "step": step, **self._peak_memory()}
+            test_m["lr"] = train_m["lr"]
+            metrics += [{**base, **train_m}, {**base, **test_m}]
+            wall += train_m["epoch_seconds"] + test_m["epoch_seconds"]
+            rd.save(self._state(epoch, step, metrics))
+            rd.write_metrics(metrics)
+            self.log(
+                f"epoch {epoch}/{cfg.epochs} lr {train_m['lr']:.2e} train loss {train_m['loss']:.4f} "
+                f"err {train_m['top1_err']:.2f}% | test err {test_m['top1_err']:.2f}% | "
+                f"{train_m['images_per_s']:.0f} img/s, data {train_m['data_seconds']:.1f}s "
+                f"of {train_m['epoch_seconds']:.1f}s"
+            )
+            if epoch < cfg.epochs and self._stop_requested():
+                raise self._interrupted(epoch, 0, 0)
+        return epoch, step, wall
+
+    def _finish(self, epoch, metrics, wall) -> dict:
+        identity, rd = self.cfg.identity(), self.rundir
+        last = metrics[-1]
+        final = {
+            **identity,
+            "epochs_done": epoch,
+            "test_top1_err": last["top1_err"],
+            "test_loss": last["loss"],
+            "wall_seconds": wall,
+            "params": self.n_params,
+        }
+        if "top5_err" in last:
+            final["test_top5_err"] = last["top5_err"]
+        rd.finish(metrics, final)
+        return final
 
 
 def train(cfg: TrainConfig, out, stop_after: Optional[int] = None, log=print) -> Optional[dict]:

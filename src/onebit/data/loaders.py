@@ -107,12 +107,31 @@ class TensorBatches:
         self.batch_size, self.train, self.gen = batch_size, train, gen
         self.pad, self.flip, self.cutout, self.cutout_style = pad, flip, cutout, cutout_style
         self.rank, self.world_size = rank, world_size
+        self._order = self._resume = None
 
     def __len__(self) -> int:
         return math.ceil(self._n_local() / self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Order and augmentation follow ``gen``, whose state the checkpoint keeps."""
+
+    def state(self) -> dict:
+        """What a mid-epoch checkpoint needs to finish this epoch: its order (drawn from
+        ``gen`` when the epoch began; the augmentation of the batches to come draws from
+        ``gen`` as it is after the last batch taken)."""
+        return {"order": None if self._order is None else self._order.cpu()}
+
+    def resume(self, state: dict, batches: int) -> None:
+        """The next iteration continues an epoch after its first ``batches`` batches."""
+        order = state.get("order")
+        if not isinstance(order, Tensor) or order.shape != (len(self.y),):
+            from ..errors import StateVersionError
+
+            raise StateVersionError(
+                f"the checkpoint's mid-epoch data order does not fit this dataset of {len(self.y)} "
+                "images; move the checkpoint away to restart the run"
+            )
+        self._resume = (order, batches)
 
     def _n_local(self) -> int:
         n = len(self.y)
@@ -123,16 +142,21 @@ class TensorBatches:
         return len(range(self.rank, n, self.world_size))  # evaluation sees every sample once
 
     def __iter__(self):
-        n = len(self.y)
-        if self.train:
+        n, first = len(self.y), 0
+        if self._resume is not None:
+            (order, first), self._resume = self._resume, None
+            order = order.to(self.x.device)
+        elif self.train:
             order = torch.randperm(n, device=self.x.device, generator=self.gen)
         else:
             order = torch.arange(n, device=self.x.device)
+        if self.train:
+            self._order = order
         if self.world_size > 1:  # each rank takes its own slice of the same permutation
             if self.train:
                 order = order[: self._n_local() * self.world_size]
             order = order[self.rank :: self.world_size]
-        for i in range(0, len(order), self.batch_size):
+        for i in range(first * self.batch_size, len(order), self.batch_size):
             idx = order[i : i + self.batch_size]
             xb = self.x[idx]
             if self.train:
@@ -225,17 +249,17 @@ class EpochSampler(torch.utils.data.Sampler):
 
     def __init__(self, n: int, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1):
         self.n, self.seed, self.shuffle, self.rank, self.world = n, seed, shuffle, rank, world_size
-        self.epoch = 0
+        self.epoch = self.skip = 0
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.epoch, self.skip = epoch, 0
 
     def _order(self) -> list:
         if not self.shuffle:
             return list(range(self.rank, self.n, self.world))
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.n, generator=g).tolist()
-        return order[: self.n // self.world * self.world][self.rank :: self.world]
+        return order[: self.n // self.world * self.world][self.rank :: self.world][self.skip :]
 
     def __len__(self) -> int:
         return len(self._order())
@@ -255,6 +279,14 @@ class DeviceBatches:
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
+
+    def state(self) -> dict:
+        """Nothing: an epoch's order and augmentation follow from (seed, epoch, image)."""
+        return {}
+
+    def resume(self, state: dict, batches: int) -> None:
+        """The next iteration continues the epoch after its first ``batches`` batches."""
+        self.sampler.skip = batches * self.loader.batch_size
 
     def __iter__(self):
         from .formats import DatasetError
