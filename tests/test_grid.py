@@ -115,6 +115,12 @@ def test_any_grid_is_accepted_whole_or_refused_with_file_row_and_field(df, tmp_p
         ("epochs", "0", "positive"),
         ("seeds", "1,x", "integers"),
         ("width", "inf", "finite"),
+        ("gpu_model", "a100:2", "matching"),
+        ("constraint", "80gb;reboot", "matching"),
+        ("qos", "high prio", "matching"),
+        ("slurm_extra", "--time=10", "row's runtime"),
+        ("slurm_extra", "--partition=big", "slurm_partition"),
+        ("slurm_extra", "--exclusive;id", "shell characters"),
     ],
 )
 def test_bad_grid_fields_are_named(tmp_path, field, value, message):
@@ -123,3 +129,14 @@ def test_bad_grid_fields_are_named(tmp_path, field, value, message):
     with pytest.raises(GridError, match=re.escape(message)) as e:
         load_grid(path)
     assert "'r1'" in str(e.value) and field in str(e.value)
+
+
+def test_a_rows_slurm_settings_are_read(tmp_path):
+    path = tmp_path / "g.tsv"
+    cells = dict(gpu_model="a100", constraint="80gb&ib", qos="long", slurm_extra=" --exclusive  --mail-type=END ")
+    pd.DataFrame([dict(VALID, **cells), dict(VALID, row="r2")]).to_csv(path, sep="\t", index=False)
+    grid = load_grid(path)
+    assert grid.loc["r1", ["gpu_model", "constraint", "qos", "slurm_extra"]].tolist() == [
+        "a100", "80gb&ib", "long", "--exclusive --mail-type=END"
+    ]  # fmt: skip
+    assert grid.loc["r2", ["gpu_model", "constraint", "qos", "slurm_extra"]].isna().all()

@@ -20,12 +20,20 @@ from slurm_cluster import SlurmCluster, available
 from test_workflow import REPO, WORKFLOW, needs_fashion
 
 ok, why = available()
-pytestmark = [
+CLUSTER_MARKS = [
     pytest.mark.skipif(not ok, reason=f"no SLURM here ({why}); run .ci/install-slurm as root"),
     needs_fashion,
     pytest.mark.slurm,
     pytest.mark.slow,
 ]
+
+
+def on_cluster(test):
+    """A test on the real cluster (the unit tests of onebit.slurm at the end need none)."""
+    for mark in CLUSTER_MARKS:
+        test = mark(test)
+    return test
+
 
 # the test cluster is small: two CPUs, so the rules' threads are lowered to one;
 # status checks start after 3 s instead of 40 (a real cluster's jobs take longer)
@@ -101,6 +109,7 @@ def overlap(rows, start: str = "Start") -> int:
     return best
 
 
+@on_cluster
 def test_smoke_grid_on_slurm_end_to_end(cluster, workdir):
     t0 = time.monotonic()
     proc = snakemake(cluster, workdir, "--config", "grid=smoke")
@@ -129,6 +138,7 @@ long\tbaseline\tfashion_mnist\twrn\t8\t0.5\tcl\t4\t0\t50\t0\t2500\t200\t0\t2000\
 """
 
 
+@on_cluster
 def test_cancelled_job_resumes_and_a_two_gpu_row_runs_torchrun(cluster, workdir):
     """scancel a running training job after its first checkpoint: the pipeline stops;
     the same command again resubmits it and it resumes from that checkpoint. A row of
@@ -178,6 +188,7 @@ c0\tbaseline\tfashion_mnist\twrn\t8\t0.5\tfp32\t1\t0\t32\t0\t128\t64\t0\t2000\t1
 """
 
 
+@on_cluster
 def test_gpus_as_a_typed_gres_and_cpu_jobs_on_their_own_partition(cluster, workdir):
     """config slurm.gres = gpu:a100: a row of two GPUs asks for --gres=gpu:a100:2 (and no
     --gpus); slurm.cpu_partition: a row without GPUs goes to that partition, the GPU row to
@@ -215,20 +226,21 @@ def sbatch_calls(proc) -> list[str]:
     return [line.split("sbatch call: ", 1)[1] for line in out.splitlines() if "sbatch call: " in line]
 
 
-def test_gpu_model_constraint_qos_and_extra_flags_from_the_profile(cluster, workdir):
-    """README's second example profile: set-resources of the train rule give --gpus=a100:N,
-    -C, --qos and extra flags; the job runs with them."""
+@on_cluster
+def test_gpu_model_constraint_qos_and_extra_flags_from_the_profile_and_the_grid(cluster, workdir):
+    """README's second example: set-resources of the train rule in the profile give
+    --gpus=a100:N and -C; the row's qos and slurm_extra columns give --qos and extra flags,
+    after the stop signal and config slurm.extra; the job runs with them."""
     profile = workdir / "profiles/slurm-model"
     shutil.copytree(workdir / "profiles/slurm", profile)
     text = (profile / "config.yaml").read_text()
-    (profile / "config.yaml").write_text(
-        text + "set-resources:\n  train:\n    gpu_model: a100\n    constraint: 80gb\n    qos: normal\n"
-        "    slurm_extra: \"'--nice=5'\"\n"
-    )
-    (workdir / "config/grids/model.tsv").write_text(TYPED.replace("g2\t", "m2\t").split("c0\t")[0])
+    (profile / "config.yaml").write_text(text + "set-resources:\n  train:\n    gpu_model: a100\n    constraint: 80gb\n")
+    header, row = TYPED.replace("g2\t", "m2\t").split("c0\t")[0].splitlines()
+    (workdir / "config/grids/model.tsv").write_text(f"{header}\tqos\tslurm_extra\n{row}\tnormal\t--nice=5\n")
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm-model", *SMALL, "--verbose"]
         + ["--config", "grid=model", "grids={model: config/grids/model.tsv}", "device=cpu"]
+        + ["slurm={extra: --mail-type=NONE}"]
         + ["--", "results/model/runs/m2/seed0/final.json"],
         cwd=workdir,
         env=cluster.environ(),
@@ -240,9 +252,108 @@ def test_gpu_model_constraint_qos_and_extra_flags_from_the_profile(cluster, work
     calls = [c for c in sbatch_calls(proc) if "rule_train" in c or "m2" in c]
     assert calls, sbatch_calls(proc)
     c = calls[0]
-    assert "--gpus=a100:2" in c and "-C 80gb" in c and "--qos=normal" in c and "--nice=5" in c, c
+    assert "--gpus=a100:2" in c and "-C 80gb" in c and "--qos=normal" in c, c
+    assert "--signal=USR1@300 --mail-type=NONE --nice=5" in c, c
     jobs = slurm_jobs(cluster, workdir, "train")
     rows = {r["JobID"]: r for r in cluster.sacct("JobID,State,AllocTRES,QOS,Constraints")}
     (job,) = [rows[i] for i in jobs if jobs[i].startswith("m2_")]
     assert job["State"] == "COMPLETED" and "gres/gpu:a100=2" in job["AllocTRES"], job
     assert job["QOS"] == "normal" and job["Constraints"] == "80gb", job
+
+
+CUT = """row\ttable\tdataset\tarch\tdepth\twidth\tmethod\tepochs\tseeds\tbatch_size\tcrop_pad\ttrain_subset\ttest_subset\tgpus\tmem_mb\truntime
+cut\tbaseline\tfashion_mnist\twrn\t8\t0.5\tcl\t5\t0\t50\t0\t10000\t200\t0\t2000\t10
+"""
+
+
+@on_cluster
+def test_a_row_longer_than_max_runtime_is_cut_resubmitted_and_equals_an_uninterrupted_run(cluster, workdir):
+    """config slurm.max_runtime = 1 minute, signal_seconds = 40: a row of 10 minutes (about
+    a minute of training here) is submitted with -t 1 and --signal=USR1@40; SIGUSR1 stops it
+    mid-epoch with a checkpoint, Snakemake resubmits it (retries) until it finishes, and its
+    result equals the same row trained uninterrupted, bit for bit."""
+    from helpers import assert_same_run, comparable
+    from onebit.runio import load_checkpoint
+
+    (workdir / "config/grids/cut.tsv").write_text(CUT)
+    grids = "grids={cut: config/grids/cut.tsv, cutref: config/grids/cut.tsv}"
+    args = ["--config", "grid=cut", grids, "device=cpu", "slurm={max_runtime: 1, signal_seconds: 40}"]
+    t0 = time.monotonic()
+    proc = snakemake(cluster, workdir, "--verbose", *args, "--", "results/cut/runs/cut/seed0/final.json", timeout=1500)
+    wall = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    calls = [c for c in sbatch_calls(proc) if "cut_0" in c or "rule_train" in c]
+    assert calls and all(" -t 1 " in c and "--signal=USR1@40" in c for c in calls), calls
+    jobs = sorted((i for i, w in slurm_jobs(cluster, workdir, "train").items() if w.startswith("cut_")), key=int)
+    rows = {r["JobID"]: r for r in cluster.sacct("JobID,State,ExitCode,Timelimit,Start,End,Elapsed")}
+    attempts = [rows[i] for i in jobs]
+    print(f"\na row of 10 minutes under max_runtime 1 on SLURM: {wall:.0f} s; its jobs (sacct):")
+    for r in attempts:
+        print("  " + " ".join(f"{k}={v}" for k, v in r.items()))
+    assert len(attempts) >= 2 and attempts[-1]["State"] == "COMPLETED", attempts
+    assert all(r["State"] in ("FAILED", "TIMEOUT") for r in attempts[:-1]), attempts
+    assert all(r["Timelimit"] == "00:01:00" for r in attempts), attempts
+    log = (workdir / "results/cut/logs/train/cut/seed0.log").read_text()
+    # (Snakemake clears the log of each attempt: the last one says where it resumed and why)
+    assert re.search(r"resuming \S+ after epoch \d(, step \d+ of epoch \d)? \(stopped by SIGUSR1; start \d+\)", log), (
+        log
+    )
+    stops = load_checkpoint(workdir / "results/cut/runs/cut/seed0/checkpoint.pt")["stops"]
+    print(f"  stops recorded in the checkpoint: {stops}")
+    # where the signal lands is up to SLURM's timing (mid-epoch: step > 0; during the evaluation
+    # or BN re-estimation: at the epoch's end, step 0); the mid-epoch resume is tested bit for
+    # bit in tests/test_train.py
+    assert 1 <= len(stops) <= len(attempts) - 1, stops
+    # the same row, uninterrupted, where Snakemake runs (the same one thread per job)
+    ref = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "1", "--config", "grid=cutref", grids, "device=cpu"]
+        + ["--", "results/cutref/runs/cut/seed0/final.json"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    assert_same_run(
+        comparable(workdir / "results/cut/runs/cut/seed0"), comparable(workdir / "results/cutref/runs/cut/seed0")
+    )
+
+
+# ---------------------------------------------------------------- onebit.slurm, no cluster
+
+
+def test_extra_flags_are_checked_before_any_job():
+    from onebit.errors import UserError
+    from onebit.slurm import check_extra
+
+    assert check_extra("  --exclusive   --mail-type=END -x node1 ", "w") == "--exclusive --mail-type=END -x node1"
+    assert check_extra("", "w") == ""
+    for bad, why in [
+        ("--time=5", "runtime"),
+        ("-t 5", "runtime"),
+        ("--mem=1G", "mem_mb"),
+        ("-A other", "slurm_account"),
+        ("--partition=x", "slurm_partition"),
+        ("--signal=USR2@60", "signal_seconds"),
+        ("--gres=gpu:2", "slurm.gres"),
+        ("--qos=a;rm -rf /", "shell characters"),
+        ("--comment='$(id)'", "shell characters"),
+        ("--x=`id`", "shell characters"),
+        ("exclusive", "not a list of sbatch flags"),
+    ]:
+        with pytest.raises(UserError, match=re.escape(why)) as e:
+            check_extra(bad, "grid g, row r, field 'slurm_extra'")
+        assert str(e.value).startswith("grid g, row r, field 'slurm_extra'")
+
+
+def test_runtime_cap_attempts_and_signal():
+    from onebit.slurm import attempts, extra, runtime, signal_flag
+
+    assert runtime(3600, 1440) == 1440 and runtime(60, 1440) == 60 and runtime(3600, 0) == 3600
+    # WRN-26-10 (3,600 minutes) under a 24-hour cap: three jobs of 1,440 minutes less 6 each
+    assert attempts(3600, 1440, 300) == 3 and attempts(2880, 1440, 300) == 3 and attempts(1440, 1440, 300) == 1
+    assert attempts(10, 1, 40) == 10 and attempts(60, 0, 300) == 1
+    assert signal_flag(300) == "--signal=USR1@300" and signal_flag(0) == ""
+    assert (
+        extra("", None, "") is None and extra("--signal=USR1@300", "", "--exclusive") == "--signal=USR1@300 --exclusive"
+    )

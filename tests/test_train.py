@@ -417,7 +417,8 @@ def test_a_stop_signal_saves_mid_epoch_and_the_resumed_run_equals_an_uninterrupt
     monkeypatch.delenv("ONEBIT_FAULT")
     logs = []
     train(c, run, log=logs.append)
-    assert logs[0].endswith("after epoch 2")
+    assert logs[0].endswith(f"after epoch 2 (stopped by SIG{sig}; start 3)")
+    assert [(s["epoch"], s["step"]) for s in load_checkpoint(run / "checkpoint.pt")["stops"]] == [(1, 2), (2, 0)]
     assert_same_run(comparable(run), comparable(tmp_path / "ref"))
 
 

@@ -318,9 +318,38 @@ def test_threads_are_shared_among_a_jobs_processes(workdir, tmp_path):
     assert "OMP_NUM_THREADS=4 ONEBIT_GPUS=2 ONEBIT_ROW=g onebit_torchrun 2 train" in proc.stdout + proc.stderr
 
 
+def test_max_runtime_caps_a_jobs_time_and_asks_for_the_stop_signal(workdir, tmp_path):
+    """slurm.max_runtime caps the runtime resource (SLURM's --time); every training job asks
+    for SIGUSR1 signal_seconds before its limit, then config slurm.extra and the row's
+    slurm_extra; the row's GPU model, constraint and qos become resources (the sbatch lines
+    themselves: tests/test_slurm.py)."""
+    grid = tmp_path / "cap.tsv"
+    grid.write_text(
+        GPU_ROW.format(gpus=1, cpus=1).replace("\tcpus\n", "\tcpus\truntime\tgpu_model\tconstraint\tqos\tslurm_extra\n")
+        .replace("\t1\t1\n", "\t1\t1\t3000\ta100\t80gb\tlong\t--mail-type=END\n")
+    )  # fmt: skip
+    slurm = "slurm={max_runtime: 1440, signal_seconds: 600, extra: --exclusive}"
+    proc = snakemake(
+        workdir, "-n", "--cores", "1", "--resources", "gpu=1", "--config", "grid=cap", f"grids={{cap: {grid}}}", slurm
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert "runtime=1440" in out and "gpu_model=a100" in out and "constraint=80gb" in out and "qos=long" in out, out
+    assert "slurm_extra=--signal=USR1@600 --exclusive --mail-type=END" in out, out
+
+
 @pytest.mark.parametrize(
     "slurm, message",
-    [("{gres: 'gpu a100'}", "gres"), ("{cpu_partition: 'a;rm'}", "cpu_partition"), ("{gpu_type: a100}", "gpu_type")],
+    [
+        ("{gres: 'gpu a100'}", "gres"),
+        ("{cpu_partition: 'a;rm'}", "cpu_partition"),
+        ("{gpu_type: a100}", "gpu_type"),
+        ("{max_runtime: -5}", "max_runtime"),
+        ("{max_runtime: 1h}", "max_runtime"),
+        ("{signal_seconds: 70000}", "signal_seconds"),
+        ("{extra: '--time=5'}", "slurm.extra"),
+        ("{extra: '--exclusive; id'}", "slurm.extra"),
+    ],
 )
 def test_a_malformed_slurm_setting_is_refused_before_any_job(workdir, slurm, message):
     proc = snakemake(workdir, "-n", "--cores", "1", "--config", "grid=smoke", f"slurm={slurm}")

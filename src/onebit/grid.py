@@ -19,7 +19,8 @@ import pandas as pd
 
 from .config import ConfigError, TrainConfig, check_value, describe, kind_of, option, parse_text, to_argv
 from .config import fields as run_fields
-from .errors import GridError
+from .errors import GridError, UserError
+from .slurm import check_extra
 
 #: row ids name directories and reach shell lines: a safe alphabet and length
 ROW_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._+-]{0,79}"
@@ -63,7 +64,23 @@ class Job:
         minimum=0,
     )
     mem_mb: int = option(4000, "memory of one job, MB (SLURM --mem)", minimum=1)
-    runtime: int = option(60, "wall time of one job, minutes (SLURM --time)", minimum=1)
+    runtime: int = option(
+        60, "wall time of one job, minutes (SLURM --time, at most slurm.max_runtime per job)", minimum=1
+    )
+    gpu_model: Optional[str] = option(
+        None, "SLURM: the GPU model of the row's GPUs (--gpus=<model>:N)", pattern=r"[A-Za-z0-9_.]+"
+    )
+    constraint: Optional[str] = option(
+        None,
+        "SLURM: node features the row's jobs need (--constraint, e.g. 80gb)",
+        pattern=r"[A-Za-z0-9_.&|,:*()\[\]!-]+",
+    )
+    qos: Optional[str] = option(None, "SLURM: quality of service of the row's jobs (--qos)", pattern=r"[A-Za-z0-9_.-]+")
+    slurm_extra: Optional[str] = option(
+        None,
+        "SLURM: extra sbatch flags of the row's jobs (after config slurm.extra), e.g. --exclusive "
+        "--mail-type=END; not the flags the pipeline sets (time, memory, GPUs, partition...)",
+    )
 
 
 def job_fields() -> tuple:
@@ -138,12 +155,18 @@ def load_grid(path: "str | Path", check: bool = True, build: bool = True) -> pd.
                 value = parse_text(text, kind, optional)
                 if check or not f.metadata["registry"]:
                     check_value(col, value, owner)
+
             except ConfigError as e:  # "width must be ...": the field is named once, in `here`
                 raise GridError(f"{here}: {str(e).removeprefix(col + ' ')}") from None
             except ValueError:
                 raise GridError(f"{here}: must be {describe(f, owner)}, got {text!r}") from None
             except KeyError as e:  # an unknown registry name: the message lists the known ones
                 raise GridError(f"{here}: {e}") from None
+            if col == "slurm_extra":
+                try:
+                    value = check_extra(value, here)
+                except UserError as e:
+                    raise GridError(str(e)) from None
             out[col] = value
         if check:
             try:  # what the job itself will check first: the config, and the model (on meta)

@@ -98,6 +98,7 @@ class Trainer:
         self.ds = get_dataset(cfg.dataset)
         self.method = get_method(cfg.method)
         self.stop = StopSignals()
+        self.stops: list = []  # the stop signals of earlier starts of this run (checkpoint "stops")
 
     def check(self) -> int:
         """Validate everything short of training (what ``__init__`` did); returns the
@@ -132,6 +133,7 @@ class Trainer:
         extra = {} if partial is None else {"partial": partial}
         return {
             **extra,
+            "stops": self.stops,
             "config": self.model.onebit_config,
             "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
@@ -159,6 +161,7 @@ class Trainer:
         self.gen.set_state(ck["rng"]["data"])
         if ck["rng"].get("cuda") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
+        self.stops = list(ck.get("stops") or [])
         return ck["epoch"], ck["step"], ck["metrics"], ck.get("partial")
 
     def _stop_requested(self) -> bool:
@@ -172,6 +175,9 @@ class Trainer:
         return flag
 
     def _interrupted(self, epoch: int, i: int, steps: int) -> Interrupted:
+        """The exception of a stop after step ``i`` of epoch ``epoch + 1`` (0: at the end of
+        epoch ``epoch``), recorded in the checkpoint's ``stops`` before the caller saves it."""
+        self.stops.append({"signal": self.stop.requested or "another process's", "epoch": epoch, "step": i})
         where = f"after step {i} of epoch {epoch + 1} ({steps} steps)" if i else f"after epoch {epoch}"
         return Interrupted(
             f"stopped by {self.stop.requested or 'a stop signal to another process'} {where}; "
@@ -242,8 +248,9 @@ class Trainer:
                     "seconds": before + time.perf_counter() - t_start,
                     "data": self.train_batches.state(),
                 }
+                stopped = self._interrupted(epoch, i + 1, steps_per_epoch)
                 self.rundir.save(self._state(epoch, step, metrics, state))
-                raise self._interrupted(epoch, i + 1, steps_per_epoch)
+                raise stopped
             t_data = time.perf_counter()
         progress.close()
         seconds = before + time.perf_counter() - t_start
@@ -327,7 +334,8 @@ class Trainer:
             if state is not None:
                 epoch, step, metrics, partial = self._restore(state)
                 within = f", step {partial['batches']} of epoch {epoch + 1}" if partial else ""
-                self.log(f"resuming {rd.path} after epoch {epoch}{within}")
+                why = f" (stopped by {self.stops[-1]['signal']}; start {len(self.stops) + 1})" if self.stops else ""
+                self.log(f"resuming {rd.path} after epoch {epoch}{within}{why}")
             rd.start(
                 {
                     **dataclasses.asdict(cfg),
@@ -368,7 +376,9 @@ class Trainer:
                 f"of {train_m['epoch_seconds']:.1f}s"
             )
             if epoch < cfg.epochs and self._stop_requested():
-                raise self._interrupted(epoch, 0, 0)
+                stopped = self._interrupted(epoch, 0, 0)
+                rd.save(self._state(epoch, step, metrics))  # again, with the stop recorded
+                raise stopped
         return epoch, step, wall
 
     def _finish(self, epoch, metrics, wall) -> dict:

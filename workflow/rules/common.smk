@@ -10,6 +10,8 @@ from snakemake.utils import validate
 
 from onebit.grid import GridError, check_networks, check_workflow, jobs, train_args
 from onebit.report import FIGURES
+import onebit.errors
+import onebit.slurm
 
 validate(config, "../schemas/config.schema.yaml")
 
@@ -66,25 +68,82 @@ def grid_value(column):
     return lambda wc: GRID.loc[wc.row, column]
 
 
-# SLURM (config `slurm`): GPUs asked for as a typed GRES, and a partition for jobs without GPUs.
-SLURM = {"cpu_partition": "", "gres": "", **config.get("slurm", {})}
+# SLURM (config `slurm`): GPUs asked for as a typed GRES, a partition for jobs without GPUs,
+# a cap on a job's time limit with resubmissions, the stop signal and extra sbatch flags.
+SLURM = {
+    "cpu_partition": "",
+    "gres": "",
+    "max_runtime": 0,
+    "signal_seconds": 300,
+    "extra": "",
+    **config.get("slurm", {}),
+}
+SLURM["max_runtime"], SLURM["signal_seconds"] = int(SLURM["max_runtime"]), int(SLURM["signal_seconds"])
+if SLURM["signal_seconds"] > 65535:
+    raise WorkflowError(f"config slurm.signal_seconds: at most 65535 (SLURM's limit), got {SLURM['signal_seconds']}")
+try:
+    SLURM["extra"] = onebit.slurm.check_extra(SLURM["extra"], "config slurm.extra")
+except onebit.errors.UserError as e:
+    raise WorkflowError(str(e)) from None
 
 
 def row_gpus(wc):
     return int(GRID.loc[wc.row, "gpus"])
 
 
+def row_gpu_model(wc):
+    """The row's GPU model (--gpus=<model>:N), where the grid names one."""
+    return GRID.loc[wc.row, "gpu_model"] if hasattr(wc, "row") else None
+
+
 def gpu_resource(gpus):
     """Snakemake's gpu resource (--gpus=N on SLURM, the local GPU limit); 0 on a cluster
-    that is asked through a typed GRES instead."""
-    return lambda wc: 0 if SLURM["gres"] and not workflow.local_exec else gpus(wc)
+    that is asked through a typed GRES instead (unless the row names its GPU model)."""
+    return lambda wc: (
+        0 if SLURM["gres"] and not row_gpu_model(wc) and not workflow.local_exec else gpus(wc)
+    )
 
 
 def gres_resource(gpus):
     """--gres=<slurm.gres>:N for a job of N GPUs, where the cluster asks for typed GRES."""
     return lambda wc: (
-        f"{SLURM['gres']}:{gpus(wc)}" if SLURM["gres"] and gpus(wc) else ""
+        f"{SLURM['gres']}:{gpus(wc)}"
+        if SLURM["gres"] and gpus(wc) and not row_gpu_model(wc)
+        else ""
     )
+
+
+def row_resource(column):
+    """A row's SLURM setting (gpu_model, constraint, qos); None, no resource, if empty."""
+    return lambda wc: GRID.loc[wc.row, column] or None
+
+
+def runtime_resource(wc):
+    """The row's runtime, at most slurm.max_runtime: a longer row is resubmitted (retries)
+    and continues from its checkpoint until done."""
+    return onebit.slurm.runtime(int(GRID.loc[wc.row, "runtime"]), int(SLURM["max_runtime"]))
+
+
+def train_extra(wc):
+    """slurm_extra of a training job: the stop signal before its limit, config slurm.extra,
+    the row's slurm_extra."""
+    return onebit.slurm.extra(
+        onebit.slurm.signal_flag(int(SLURM["signal_seconds"])),
+        SLURM["extra"],
+        GRID.loc[wc.row, "slurm_extra"],
+    )
+
+
+# the jobs a row longer than slurm.max_runtime needs, less the first: a training job's
+# retries (None: the profile's or command line's --retries, where no row is cut)
+TRAIN_RETRIES = max(
+    [getattr(workflow.execution_settings, "retries", 0) or 0]
+    + [
+        onebit.slurm.attempts(int(m), int(SLURM["max_runtime"]), int(SLURM["signal_seconds"]))
+        for m in GRID["runtime"]
+        if SLURM["max_runtime"] and int(m) > int(SLURM["max_runtime"])
+    ]
+) if SLURM["max_runtime"] else None
 
 
 def default_resource(name):

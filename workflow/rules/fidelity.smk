@@ -15,6 +15,7 @@ rule fidelity:
     threads: config["threads_per_job"]
     resources:
         slurm_partition=partition_resource(lambda wc: 0),
+        slurm_extra=lambda wc: onebit.slurm.extra(SLURM["extra"]),
     params:
         args=fidelity_args,
     shell:

@@ -14,6 +14,7 @@ rule memory:
         gpu=gpu_resource(memory_gpus),
         gres=gres_resource(memory_gpus),
         slurm_partition=partition_resource(memory_gpus),
+        slurm_extra=lambda wc: onebit.slurm.extra(SLURM["extra"]),
     params:
         args=memory_args,
         device=memory_device,

@@ -1,4 +1,6 @@
-# One job per grid row and seed, calling the same command a user would run.
+# One job per grid row and seed, calling the same command a user would run. (Snakemake
+# clears the log before each attempt: a resubmitted job's log says where it resumed and
+# what stopped the attempt before, from the checkpoint's record of stops.)
 # Only final.json (written last, atomically) is declared: Snakemake removes
 # declared outputs before re-running a job, and checkpoint.pt must survive so
 # that a re-run (or a resubmitted cluster job) resumes after a killed one.
@@ -18,8 +20,15 @@ rule train:
         gpu=gpu_resource(row_gpus),
         gres=gres_resource(row_gpus),
         slurm_partition=partition_resource(row_gpus),
+        gpu_model=row_resource("gpu_model"),
+        constraint=row_resource("constraint"),
+        qos=row_resource("qos"),
+        slurm_extra=train_extra,
         mem_mb=grid_value("mem_mb"),
-        runtime=grid_value("runtime"),
+        runtime=runtime_resource,
+    # a row longer than slurm.max_runtime: its job exits at SIGUSR1 before the limit (exit
+    # 75, checkpoint saved mid-epoch) and is submitted again until done
+    retries: TRAIN_RETRIES
     params:
         launcher=launcher,
         threads=threads_per_process,
