@@ -293,6 +293,9 @@ def test_a_row_longer_than_max_runtime_is_cut_resubmitted_and_equals_an_uninterr
     assert len(attempts) >= 2 and attempts[-1]["State"] == "COMPLETED", attempts
     assert all(r["State"] in ("FAILED", "TIMEOUT") for r in attempts[:-1]), attempts
     assert all(r["Timelimit"] == "00:01:00" for r in attempts), attempts
+    logs = workdir / ".snakemake/slurm_logs/rule_train/cut_0"
+    for i in jobs:  # the stopped command is resubmitted, never run again inside its spent job
+        assert "Trying to restart" not in (logs / f"{i}.log").read_text(), i
     log = (workdir / "results/cut/logs/train/cut/seed0.log").read_text()
     # (Snakemake clears the log of each attempt: the last one says where it resumed and why)
     assert re.search(r"resuming \S+ after epoch \d(, step \d+ of epoch \d)? \(stopped by SIGUSR1; start \d+\)", log), (

@@ -135,8 +135,10 @@ def train_extra(wc):
 
 
 # the jobs a row longer than slurm.max_runtime needs, less the first: a training job's
-# retries (None: the profile's or command line's --retries, where no row is cut)
-TRAIN_RETRIES = max(
+# retries (None: the profile's or command line's --retries, where no row is cut). Only the
+# scheduling process resubmits: inside a cluster job (remote mode) Snakemake must not run
+# the stopped command again within the same, nearly spent, time limit.
+TRAIN_RETRIES = None if workflow.remote_exec else max(
     [getattr(workflow.execution_settings, "retries", 0) or 0]
     + [
         onebit.slurm.attempts(int(m), int(SLURM["max_runtime"]), int(SLURM["signal_seconds"]))
