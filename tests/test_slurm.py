@@ -240,7 +240,7 @@ def test_gpu_model_constraint_qos_and_extra_flags_from_the_profile_and_the_grid(
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm-model", *SMALL, "--verbose"]
         + ["--config", "grid=model", "grids={model: config/grids/model.tsv}", "device=cpu"]
-        + ["slurm={extra: --mail-type=NONE}"]
+        + ["slurm={extra: --mail-type=NONE, max_runtime: 60}"]
         + ["--", "results/model/runs/m2/seed0/final.json"],
         cwd=workdir,
         env=cluster.environ(),

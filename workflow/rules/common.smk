@@ -125,17 +125,19 @@ def runtime_resource(wc):
 
 
 def train_extra(wc):
-    """slurm_extra of a training job: the stop signal before its limit, config slurm.extra,
-    the row's slurm_extra."""
+    """slurm_extra of a training job: the stop signal before its limit (where max_runtime
+    gives the jobs retries; at most half the limit), config slurm.extra, the row's slurm_extra."""
+    seconds = min(SLURM["signal_seconds"], runtime_resource(wc) * 30) if SLURM["max_runtime"] else 0
     return onebit.slurm.extra(
-        onebit.slurm.signal_flag(int(SLURM["signal_seconds"])),
+        onebit.slurm.signal_flag(seconds),
         SLURM["extra"],
         GRID.loc[wc.row, "slurm_extra"],
     )
 
 
-# the jobs a row longer than slurm.max_runtime needs, less the first: a training job's
-# retries (None: the profile's or command line's --retries, where no row is cut). Only the
+# with slurm.max_runtime, a training job's retries: the jobs the longest row needs (one
+# spare: a row that fits can still be stopped by the signal near its limit). Without it,
+# no signal and the profile's or command line's --retries (None). Only the
 # scheduling process resubmits: inside a cluster job (remote mode) Snakemake must not run
 # the stopped command again within the same, nearly spent, time limit.
 TRAIN_RETRIES = None if workflow.remote_exec else max(
@@ -143,7 +145,6 @@ TRAIN_RETRIES = None if workflow.remote_exec else max(
     + [
         onebit.slurm.attempts(int(m), int(SLURM["max_runtime"]), int(SLURM["signal_seconds"]))
         for m in GRID["runtime"]
-        if SLURM["max_runtime"] and int(m) > int(SLURM["max_runtime"])
     ]
 ) if SLURM["max_runtime"] else None
 
