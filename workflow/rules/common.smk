@@ -121,7 +121,7 @@ def row_resource(column):
 def runtime_resource(wc):
     """The row's runtime, at most slurm.max_runtime: a longer row is resubmitted (retries)
     and continues from its checkpoint until done."""
-    return onebit.slurm.runtime(int(GRID.loc[wc.row, "runtime"]), int(SLURM["max_runtime"]))
+    return onebit.slurm.runtime(int(GRID.loc[wc.row, "runtime"]), SLURM["max_runtime"])
 
 
 def train_extra(wc):
@@ -143,7 +143,7 @@ def train_extra(wc):
 TRAIN_RETRIES = None if workflow.remote_exec else max(
     [getattr(workflow.execution_settings, "retries", 0) or 0]
     + [
-        onebit.slurm.attempts(int(m), int(SLURM["max_runtime"]), int(SLURM["signal_seconds"]))
+        onebit.slurm.attempts(int(m), SLURM["max_runtime"], SLURM["signal_seconds"])
         for m in GRID["runtime"]
     ]
 ) if SLURM["max_runtime"] else None
