@@ -269,7 +269,8 @@ cut\tbaseline\tfashion_mnist\twrn\t8\t0.5\tcl\t5\t0\t50\t0\t10000\t200\t0\t2000\
 @on_cluster
 def test_a_row_longer_than_max_runtime_is_cut_resubmitted_and_equals_an_uninterrupted_run(cluster, workdir):
     """config slurm.max_runtime = 1 minute, signal_seconds = 40: a row of 10 minutes (about
-    a minute of training here) is submitted with -t 1 and --signal=USR1@40; SIGUSR1 stops it
+    a minute of training here) is submitted with -t 1 and --signal=USR1@30 (the signal comes
+    at most half a job's limit before its end, here 30 s of 60); SIGUSR1 stops it
     mid-epoch with a checkpoint, Snakemake resubmits it (retries) until it finishes, and its
     result equals the same row trained uninterrupted, bit for bit."""
     from helpers import assert_same_run, comparable
@@ -283,7 +284,7 @@ def test_a_row_longer_than_max_runtime_is_cut_resubmitted_and_equals_an_uninterr
     wall = time.monotonic() - t0
     assert proc.returncode == 0, proc.stderr[-4000:]
     calls = [c for c in sbatch_calls(proc) if "cut_0" in c or "rule_train" in c]
-    assert calls and all(" -t 1 " in c and "--signal=USR1@40" in c for c in calls), calls
+    assert calls and all(" -t 1 " in c and "--signal=USR1@30" in c for c in calls), calls
     jobs = sorted((i for i, w in slurm_jobs(cluster, workdir, "train").items() if w.startswith("cut_")), key=int)
     rows = {r["JobID"]: r for r in cluster.sacct("JobID,State,ExitCode,Timelimit,Start,End,Elapsed")}
     attempts = [rows[i] for i in jobs]

@@ -192,9 +192,12 @@ class Trainer:
             torch.distributed.all_reduce(t)
         return t.tolist()
 
-    def train_epoch(self, epoch: int, step: int, metrics: list, partial: Optional[dict] = None):
+    def train_epoch(
+        self, epoch: int, step: int, metrics: Optional[list] = None, partial: Optional[dict] = None
+    ):
         """One epoch from its start, or from where ``partial`` (a mid-epoch checkpoint) left it.
-        A stop signal ends it after the current step with a checkpoint of that step."""
+        A stop signal ends it after the current step with a checkpoint of that step, which
+        holds ``metrics`` (the epochs before this one)."""
         cfg = self.cfg
         self.net.train()
         self.train_batches.set_epoch(epoch)
@@ -249,7 +252,7 @@ class Trainer:
                     "data": self.train_batches.state(),
                 }
                 stopped = self._interrupted(epoch, i + 1, steps_per_epoch)
-                self.rundir.save(self._state(epoch, step, metrics, state))
+                self.rundir.save(self._state(epoch, step, metrics or [], state))
                 raise stopped
             t_data = time.perf_counter()
         progress.close()

@@ -78,9 +78,12 @@ SLURM = {
     "extra": "",
     **config.get("slurm", {}),
 }
-SLURM["max_runtime"], SLURM["signal_seconds"] = int(SLURM["max_runtime"]), int(SLURM["signal_seconds"])
+SLURM["max_runtime"] = int(SLURM["max_runtime"])
+SLURM["signal_seconds"] = int(SLURM["signal_seconds"])
 if SLURM["signal_seconds"] > 65535:
-    raise WorkflowError(f"config slurm.signal_seconds: at most 65535 (SLURM's limit), got {SLURM['signal_seconds']}")
+    raise WorkflowError(
+        f"config slurm.signal_seconds: at most 65535 (SLURM's limit), got {SLURM['signal_seconds']}"
+    )
 try:
     SLURM["extra"] = onebit.slurm.check_extra(SLURM["extra"], "config slurm.extra")
 except onebit.errors.UserError as e:
@@ -100,7 +103,9 @@ def gpu_resource(gpus):
     """Snakemake's gpu resource (--gpus=N on SLURM, the local GPU limit); 0 on a cluster
     that is asked through a typed GRES instead (unless the row names its GPU model)."""
     return lambda wc: (
-        0 if SLURM["gres"] and not row_gpu_model(wc) and not workflow.local_exec else gpus(wc)
+        0
+        if SLURM["gres"] and not row_gpu_model(wc) and not workflow.local_exec
+        else gpus(wc)
     )
 
 
@@ -126,8 +131,13 @@ def runtime_resource(wc):
 
 def train_extra(wc):
     """slurm_extra of a training job: the stop signal before its limit (where max_runtime
-    gives the jobs retries; at most half the limit), config slurm.extra, the row's slurm_extra."""
-    seconds = min(SLURM["signal_seconds"], runtime_resource(wc) * 30) if SLURM["max_runtime"] else 0
+    gives the jobs retries; at most half the limit), config slurm.extra, the row's slurm_extra.
+    """
+    seconds = (
+        min(SLURM["signal_seconds"], runtime_resource(wc) * 30)
+        if SLURM["max_runtime"]
+        else 0
+    )
     return onebit.slurm.extra(
         onebit.slurm.signal_flag(seconds),
         SLURM["extra"],
@@ -140,13 +150,23 @@ def train_extra(wc):
 # no signal and the profile's or command line's --retries (None). Only the
 # scheduling process resubmits: inside a cluster job (remote mode) Snakemake must not run
 # the stopped command again within the same, nearly spent, time limit.
-TRAIN_RETRIES = None if workflow.remote_exec else max(
-    [getattr(workflow.execution_settings, "retries", 0) or 0]
-    + [
-        onebit.slurm.attempts(int(m), SLURM["max_runtime"], SLURM["signal_seconds"])
-        for m in GRID["runtime"]
-    ]
-) if SLURM["max_runtime"] else None
+TRAIN_RETRIES = (
+    None
+    if workflow.remote_exec
+    else (
+        max(
+            [getattr(workflow.execution_settings, "retries", 0) or 0]
+            + [
+                onebit.slurm.attempts(
+                    int(m), SLURM["max_runtime"], SLURM["signal_seconds"]
+                )
+                for m in GRID["runtime"]
+            ]
+        )
+        if SLURM["max_runtime"]
+        else None
+    )
+)
 
 
 def default_resource(name):

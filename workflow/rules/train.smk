@@ -13,6 +13,9 @@ rule train:
         f"{RES}/logs/train/{{row}}/seed{{seed}}.log",
     benchmark:
         f"{RES}/benchmarks/train/{{row}}/seed{{seed}}.tsv"
+    # a row longer than slurm.max_runtime: its job exits at SIGUSR1 before the limit (exit
+    # 75, checkpoint saved mid-epoch) and is submitted again until done
+    retries: TRAIN_RETRIES
     conda:
         "../../envs/onebit.yaml"
     threads: lambda wc: int(GRID.loc[wc.row, "cpus"]) or config["threads_per_job"]
@@ -26,9 +29,6 @@ rule train:
         slurm_extra=train_extra,
         mem_mb=grid_value("mem_mb"),
         runtime=runtime_resource,
-    # a row longer than slurm.max_runtime: its job exits at SIGUSR1 before the limit (exit
-    # 75, checkpoint saved mid-epoch) and is submitted again until done
-    retries: TRAIN_RETRIES
     params:
         launcher=launcher,
         threads=threads_per_process,
