@@ -321,3 +321,113 @@ def test_a_dataset_registered_under_another_name_is_refused():
     with pytest.raises(UserError, match="registered as 'fm_copy' calls itself 'fashion_mnist'"):
         DATASETS.register("fm_copy", fashion)
     assert "fm_copy" not in DATASETS
+
+
+# ---------------------------------------------------------------- staging (stage_data)
+def tree(root):
+    """Every path below ``root`` with its size and modification time (what a write changes)."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("name", ["tiny_fashion", "tiny_cifar10", "tiny_cifar10-archive", "tiny_imagenet"])
+def test_staged_copy_loads_the_same_data_and_the_shared_copy_is_only_read(request, tmp_path, name):
+    """Each dataset kind is copied (CIFAR: unpacked from its verified archive where data_root
+    holds only that) to the local folder, checked, read from there, and removed after."""
+    from onebit.data.staging import staged
+
+    fixture = {"tiny_cifar10": "tiny_cifar", "tiny_cifar10-archive": "tiny_cifar"}.get(name, name)
+    source = request.getfixturevalue(fixture)
+    ds = get_dataset(name.removesuffix("-archive"))
+    ds.prepare(source)
+    want = {train: ds.load(source, train) for train in (True, False)} if ds.in_memory else None
+    if name.endswith("-archive"):
+        import shutil
+
+        shutil.rmtree(source / "cifar-10-batches-py")
+    before = tree(source)
+    local = tmp_path / "local"
+    local.mkdir()
+    logs = []
+    with staged(ds, source, str(local), log=logs.append) as root:
+        assert root.parent == local and root.name.startswith(f"onebit-{ds.name}-")
+        if ds.in_memory:
+            for train in (True, False):
+                x, y = ds.load(root, train)
+                assert torch.equal(x, want[train][0]) and torch.equal(y, want[train][1])
+        else:
+            ds.prepare(root)
+            for train in (True, False):
+                assert tree(ds.folder(root, train)).keys() == tree(ds.folder(source, train)).keys()
+    assert list(local.iterdir()) == []  # removed
+    assert tree(source) == before  # never written
+    assert len(logs) == 1 and f"data staged to {root}" in logs[0]
+
+
+def test_stage_data_names_a_node_local_folder_or_says_what_to_set(tiny_fashion, tmp_path, monkeypatch):
+    """$VAR and ~ are expanded on the node; an unset variable, a missing folder, a relative
+    path or a folder inside data_root is refused with what to do, before anything is copied."""
+    from onebit.config import TrainConfig
+    from onebit.data.staging import stage_base, staged
+    from onebit.errors import ConfigError
+
+    local = tmp_path / "scratch"
+    local.mkdir()
+    monkeypatch.setenv("ONEBIT_TEST_SCRATCH", str(local))
+    assert stage_base("$ONEBIT_TEST_SCRATCH") == local == stage_base("${ONEBIT_TEST_SCRATCH}")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert stage_base("~/scratch") == local
+    monkeypatch.delenv("ONEBIT_NOT_SET", raising=False)
+    with pytest.raises(ConfigError, match=r"\$ONEBIT_NOT_SET is not set on this node .*TMPDIR"):
+        stage_base("$ONEBIT_NOT_SET/x")
+    with pytest.raises(ConfigError, match="is not a folder on this node"):
+        stage_base(str(tmp_path / "missing"))
+    for bad in ("scratch", "./scratch", "$1", "a$TMPDIR"):
+        with pytest.raises(ConfigError, match="shared file system"):
+            TrainConfig(dataset="tiny_fashion", stage_data=bad).validate(build=False)
+    ds = get_dataset("tiny_fashion")
+    with pytest.raises(ConfigError, match="inside data_root"):
+        with staged(ds, tiny_fashion, str(tiny_fashion)):
+            pass
+    assert sorted(p.name for p in tiny_fashion.iterdir()) == ["tiny-fashion"]
+
+
+def test_a_stop_signal_while_staging_and_a_bad_copy_leave_nothing_behind(tiny_imagenet, tiny_fashion, tmp_path):
+    """A stop (SIGUSR1 near the time limit) during a long copy exits 75 like a stop in
+    training; a damaged source is refused by its checksum; either way the local copy is
+    removed and data_root is untouched."""
+    from onebit.data.staging import staged
+    from onebit.errors import Interrupted
+
+    local = tmp_path / "local"
+    local.mkdir()
+    copied = []
+
+    def stop():
+        copied.append(1)
+        return "SIGUSR1" if len(copied) > 3 else None
+
+    before = tree(tiny_imagenet)
+    with pytest.raises(Interrupted, match="stopped by SIGUSR1 while staging the data") as e:
+        with staged(get_dataset("tiny_imagenet"), tiny_imagenet, str(local), stop=stop):
+            pass
+    assert e.value.exit_code == 75 and list(local.iterdir()) == [] and tree(tiny_imagenet) == before
+    bad = tiny_fashion / "tiny-fashion" / "t10k-images-idx3-ubyte.gz"
+    bad.write_bytes(bad.read_bytes()[:-10])
+    before = tree(tiny_fashion)
+    with pytest.raises(DatasetError, match="checksum mismatch"):
+        with staged(get_dataset("tiny_fashion"), tiny_fashion, str(local)):
+            pass
+    assert list(local.iterdir()) == [] and tree(tiny_fashion) == before
+
+
+def test_a_dataset_that_does_not_say_its_files_cannot_be_staged(tmp_path):
+    from onebit.data import DATASETS, Dataset
+    from onebit.data.staging import staged
+
+    DATASETS.register("plugin_data", Dataset("plugin_data", 10, 1, 28))
+    try:
+        with pytest.raises(DatasetError, match="cannot be staged.*unset stage_data"):
+            with staged(get_dataset("plugin_data"), tmp_path, str(tmp_path / "..")):
+                pass
+    finally:
+        DATASETS.unregister("plugin_data")

@@ -465,3 +465,32 @@ def test_a_malformed_mid_epoch_state_is_refused(tiny_fashion, tmp_path, monkeypa
     with pytest.raises(StateVersionError, match="data order does not fit"):
         train(c, run, log=_quiet)
     assert not list(run.glob("*.corrupt-*"))  # refused, never set aside as damaged
+
+
+def test_a_run_on_staged_data_equals_one_on_data_root_and_a_stop_removes_the_stage(tiny_fashion, tmp_path, monkeypatch):
+    """stage_data=$VAR: the dataset is copied to the node-local folder once per start, read
+    there, and removed when the run ends, also when a stop signal ends it mid-epoch; the
+    result is that of a run on data_root, bit for bit, and data_root is never written."""
+    from helpers import assert_same_run, comparable
+    from onebit.errors import Interrupted
+
+    local = tmp_path / "node-local"
+    local.mkdir()
+    monkeypatch.setenv("ONEBIT_TEST_TMPDIR", str(local))
+    before = sorted((p, p.stat().st_mtime_ns) for p in tiny_fashion.rglob("*"))
+    c = cfg(tiny_fashion, method="cl")
+    train(c, tmp_path / "ref", log=_quiet)
+    staged = cfg(tiny_fashion, method="cl", stage_data="$ONEBIT_TEST_TMPDIR")
+    _stop_at(monkeypatch, 4, "USR1")
+    logs = []
+    with pytest.raises(Interrupted, match="after step 1 of epoch 2"):
+        train(staged, tmp_path / "r", log=logs.append)
+    assert list(local.iterdir()) == []
+    assert any(line.startswith(f"data staged to {local}/onebit-tiny_fashion-") for line in logs), logs
+    monkeypatch.delenv("ONEBIT_FAULT")
+    train(staged, tmp_path / "r", log=logs.append)
+    assert list(local.iterdir()) == [] and sum("data staged to" in line for line in logs) == 2
+    assert_same_run(comparable(tmp_path / "r"), comparable(tmp_path / "ref"))
+    assert sorted((p, p.stat().st_mtime_ns) for p in tiny_fashion.rglob("*")) == before
+    # stage_data is how a run is executed, not what it computes: a resume may change it
+    assert json.loads((tmp_path / "r/config.json").read_text())["stage_data"] == "$ONEBIT_TEST_TMPDIR"

@@ -23,9 +23,14 @@ needs_fashion = pytest.mark.skipif(
 )
 
 
-def snakemake(cwd, *args, timeout=600):
+def snakemake(cwd, *args, timeout=600, env=None):
     return subprocess.run(
-        [sys.executable, "-m", "snakemake", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -377,6 +382,26 @@ def test_gpu_row_never_trains_on_the_cpu(workdir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     env = json.loads((workdir / "results/g1/runs/g/seed0/env.json").read_text())
     assert env["device"] == "cpu"
+
+
+@needs_fashion
+def test_stage_data_copies_a_jobs_dataset_to_the_node_and_removes_it(workdir, tmp_path):
+    """config stage_data='$VAR' reaches every training job unexpanded and is expanded where
+    the job runs: the dataset is read from a copy there, removed when the job ends; a
+    relative folder (on the shared file system) is refused before any job."""
+    proc = snakemake(workdir, "-n", "--cores", "1", "--config", "grid=smoke", "stage_data=scratch")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "config stage_data 'scratch'" in out and "shared file system" in out, out
+    grid = tmp_path / "st.tsv"
+    grid.write_text(GPU_ROW.format(gpus=0, cpus=1))
+    local = tmp_path / "node-local"
+    local.mkdir()
+    args = ["--cores", "1", "--config", "grid=st", f"grids={{st: {grid}}}", "stage_data=$ONEBIT_TEST_NODE"]
+    proc = snakemake(workdir, *args, "--", "results/st/runs/g/seed0/final.json", env={"ONEBIT_TEST_NODE": str(local)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = (workdir / "results/st/logs/train/g/seed0.log").read_text()
+    assert f"data staged to {local}/onebit-fashion_mnist-" in log and "4 files" in log, log
+    assert list(local.iterdir()) == []
 
 
 @pytest.mark.slow

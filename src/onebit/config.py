@@ -136,6 +136,15 @@ class TrainConfig:
         grid=False,
         env="ONEBIT_DATA_ROOT",
     )
+    stage_data: str = option(
+        "",
+        "node-local folder to copy the dataset to, once per job, read there and removed after "
+        "(an absolute path, or $TMPDIR, $SLURM_TMPDIR...: expanded on the node; empty: read data_root)",
+        runtime=True,
+        grid=False,
+        pattern=r"|/.*|~.*|\$\{?[A-Za-z_][A-Za-z0-9_]*\}?(/.*)?",
+        env="ONEBIT_STAGE_DATA",
+    )
     device: str = option("auto", "auto, cpu, cuda, cuda:1, ...", runtime=True, grid=False, env="ONEBIT_DEVICE")
     gpus: int = option(
         0,
@@ -155,9 +164,13 @@ class TrainConfig:
         the learning-rate range, and (with ``build``, which imports PyTorch) the device and
         the model built on the meta device (which checks the architecture's own arguments,
         e.g. a WRN depth of 6n+2)."""
+        from .data import get_dataset
+        from .data.staging import check_setting
+
+        if isinstance(self.stage_data, str):
+            check_setting(self.stage_data)  # says why a relative folder is refused
         for f in fields():
             check_value(f.name, getattr(self, f.name))
-        from .data import get_dataset
 
         if self.cutout > get_dataset(self.dataset).image_size:
             raise ConfigError(
@@ -280,8 +293,8 @@ def check_value(name: str, value, owner=TrainConfig) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise bad
     if kind is str:
-        if not isinstance(value, str) or not value:
-            raise bad
+        if not isinstance(value, str) or not (value or m.get("pattern") and re.fullmatch(m["pattern"], "")):
+            raise bad  # empty only where the pattern allows it
         if m.get("choices") and value not in m["choices"]:
             raise bad
         if m.get("pattern") and not re.fullmatch(m["pattern"], value):

@@ -24,6 +24,7 @@ from . import bnstats
 from .config import ConfigError, TrainConfig
 from .data import get_dataset
 from .data.loaders import make_batches
+from .data.staging import staged
 from .errors import Interrupted
 from .methods import get_method
 from .rundir import ConfigMismatch, RunDir, StateVersionError
@@ -105,7 +106,21 @@ class Trainer:
         parameter count of the model, built on the meta device."""
         return sum(p.numel() for p in self.cfg.build_model(meta=True).parameters())
 
-    def _build(self):
+    def _staged(self):
+        """The data root of this run: data_root, or its copy staged to node-local scratch
+        (config stage_data) by the first process of each node."""
+        local_main = int(os.environ.get("LOCAL_RANK", 0)) == 0
+        return staged(
+            self.ds,
+            Path(self.cfg.data_root),
+            self.cfg.stage_data,
+            local_main=local_main,
+            wait=torch.distributed.barrier if self.world > 1 else (lambda: None),
+            stop=lambda: self.stop.requested,
+            log=self.log if local_main else (lambda *_: None),
+        )
+
+    def _build(self, root: Path):
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
         model = cfg.build_model().to(self.device)
@@ -124,7 +139,9 @@ class Trainer:
         if cfg.compile:
             self.net = torch.compile(self.net)
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
-        self.train_batches, self.test_batches = make_batches(cfg, self.ds, self.device, self.gen, self.rank, self.world)
+        self.train_batches, self.test_batches = make_batches(
+            cfg, self.ds, self.device, self.gen, self.rank, self.world, root
+        )
 
     # ------------------------------------------------------------ state
     def _state(self, epoch, step, metrics, partial: Optional[dict] = None) -> dict:
@@ -192,9 +209,7 @@ class Trainer:
             torch.distributed.all_reduce(t)
         return t.tolist()
 
-    def train_epoch(
-        self, epoch: int, step: int, metrics: Optional[list] = None, partial: Optional[dict] = None
-    ):
+    def train_epoch(self, epoch: int, step: int, metrics: Optional[list] = None, partial: Optional[dict] = None):
         """One epoch from its start, or from where ``partial`` (a mid-epoch checkpoint) left it.
         A stop signal ends it after the current step with a checkpoint of that step, which
         holds ``metrics`` (the epochs before this one)."""
@@ -331,29 +346,30 @@ class Trainer:
             if final is not None:
                 self.log(f"{rd.final} exists: the run is complete, nothing to do")
                 return final
-            self._build()
-            epoch, step, metrics, partial = 0, 0, [], None
-            state = rd.resume(identity, map_location=self.device)
-            if state is not None:
-                epoch, step, metrics, partial = self._restore(state)
-                within = f", step {partial['batches']} of epoch {epoch + 1}" if partial else ""
-                why = f" (stopped by {self.stops[-1]['signal']}; start {len(self.stops) + 1})" if self.stops else ""
-                self.log(f"resuming {rd.path} after epoch {epoch}{within}{why}")
-            rd.start(
-                {
-                    **dataclasses.asdict(cfg),
-                    "identity": identity,
-                    "num_classes": self.ds.num_classes,
-                    "params": self.n_params,
-                },
-                {**environment(self.device), "world_size": self.world},
-            )
-            wall = sum(m["epoch_seconds"] for m in metrics)
-            with self.stop:
+            # stop signals are caught from here on (a stop while staging exits 75 too)
+            with self.stop, self._staged() as root:
+                self._build(root)
+                epoch, step, metrics, partial = 0, 0, [], None
+                state = rd.resume(identity, map_location=self.device)
+                if state is not None:
+                    epoch, step, metrics, partial = self._restore(state)
+                    within = f", step {partial['batches']} of epoch {epoch + 1}" if partial else ""
+                    why = f" (stopped by {self.stops[-1]['signal']}; start {len(self.stops) + 1})" if self.stops else ""
+                    self.log(f"resuming {rd.path} after epoch {epoch}{within}{why}")
+                rd.start(
+                    {
+                        **dataclasses.asdict(cfg),
+                        "identity": identity,
+                        "num_classes": self.ds.num_classes,
+                        "params": self.n_params,
+                    },
+                    {**environment(self.device), "world_size": self.world},
+                )
+                wall = sum(m["epoch_seconds"] for m in metrics)
                 epoch, step, wall = self._epochs(epoch, step, metrics, partial, wall, stop_after)
-            if epoch < cfg.epochs:
-                return None
-            return self._finish(epoch, metrics, wall)
+                if epoch < cfg.epochs:
+                    return None
+                return self._finish(epoch, metrics, wall)
 
     def _epochs(self, epoch, step, metrics, partial, wall, stop_after):
         cfg, identity, rd = self.cfg, self.cfg.identity(), self.rundir

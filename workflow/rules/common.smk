@@ -10,10 +10,15 @@ from snakemake.utils import validate
 
 from onebit.grid import GridError, check_networks, check_workflow, jobs, train_args
 from onebit.report import FIGURES
+import onebit.data.staging
 import onebit.errors
 import onebit.slurm
 
 validate(config, "../schemas/config.schema.yaml")
+try:
+    onebit.data.staging.check_setting(config.get("stage_data", ""), "config stage_data")
+except onebit.errors.UserError as e:
+    raise WorkflowError(str(e)) from None
 
 # The repository the workflow lives in: its own files (the notebook, the package's src/, the
 # default grids) are found from there, so that it also runs from elsewhere as a module.
@@ -47,11 +52,13 @@ if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
     )
 else:
     ONEBIT_PY = shlex.quote(sys.executable)
-# The data folder and the training device are runtime settings: through the environment
+# The data folder, its node-local stage (expanded where the job runs) and the training
+# device are runtime settings: through the environment
 # too, so that changing them re-runs no finished job.
 shell.prefix(
     f"export ONEBIT_PLUGINS={shlex.quote(PLUGINS)}; "
     f"export ONEBIT_DATA_ROOT={shlex.quote(config['data_root'])}; "
+    f"export ONEBIT_STAGE_DATA={shlex.quote(config.get('stage_data', ''))}; "
     f"export ONEBIT_DEVICE={shlex.quote(config['device'])}; "
     f'onebit_py() {{{{ {ONEBIT_PY} "$@"; }}}}; '
     'onebit() {{ onebit_py -m onebit.cli "$@"; }}; '

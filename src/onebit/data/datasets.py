@@ -46,6 +46,15 @@ class Dataset:
         self.load(root, train=False)
         self.load(root, train=True)
 
+    def stage(self, source: Path, target: Path, stop) -> None:
+        """Copy (or unpack) what :meth:`load` reads from ``source`` (data_root, verified by
+        :meth:`prepare`) to ``target`` (node-local, empty), checking it; ``source`` is only
+        read. ``stop()`` names a stop signal received (None before): a long copy checks it."""
+        raise DatasetError(
+            f"dataset {self.name} cannot be staged: it does not say which files it reads "
+            "(implement Dataset.stage); unset stage_data to read it from data_root"
+        )
+
 
 def get_dataset(name: str) -> Dataset:
     return DATASETS.get(name)
@@ -100,6 +109,27 @@ class Cifar(Dataset):
         import torch
 
         return torch.from_numpy(x), torch.from_numpy(y)
+
+    def stage(self, source, target, stop):
+        """The extracted batch files, each checked against its md5 once copied; or, where
+        data_root holds only the archive, the archive checked and unpacked locally."""
+        from .staging import copy_file
+
+        folder, known = source / self.folder, dict(self.file_md5s)
+        names = self.train_files + self.test_files
+        if all((folder / f).exists() for f in names):
+            for f in names:
+                copy_file(folder / f, target / self.folder / f)
+                check_md5(target / self.folder / f, known[f], f"the copy of {folder / f} differs from it: run again")
+            return
+        archive = source / Path(self.url).name
+        if not archive.exists():
+            raise DatasetError(
+                f"{self.name} is not in data_root {source} (neither {folder} nor {archive}): "
+                f"run `onebit data --dataset {self.name}` first (the pipeline's data rule does)"
+            )
+        check_md5(archive, self.md5, f"delete {archive} and run `onebit data --dataset {self.name}` again")
+        extract_tar(archive, target)
 
 
 DATASETS.register(
@@ -196,6 +226,22 @@ class FashionMnist(Dataset):
 
         return torch.from_numpy(x.copy()).unsqueeze(1), torch.from_numpy(y.astype(np.int64))
 
+    def stage(self, source, target, stop):
+        """The four IDX files (from data_root, or the Debian package's folder), each checked
+        against its md5 once copied."""
+        from .staging import copy_file
+
+        system = Path(self.system_dir) if self.system_dir else None
+        for name, *md5s in self.files:
+            found = [d / name for d in (source / self.folder, system) if d is not None and (d / name).exists()]
+            if not found:
+                raise DatasetError(
+                    f"{name} is not in {source / self.folder}: run `onebit data --dataset {self.name}` "
+                    "first (the pipeline's data rule does)"
+                )
+            copy_file(found[0], target / self.folder / name)
+            check_md5(target / self.folder / name, tuple(md5s), f"the copy of {found[0]} differs from it: run again")
+
 
 DATASETS.register("fashion_mnist", FashionMnist("fashion_mnist", 10, 1, 28, title="Fashion-MNIST", train_images=60_000))
 
@@ -239,6 +285,15 @@ class ImageNet(Dataset):
                         f"{folder} holds {n:,} images, {self.images[i]:,} expected (ILSVRC2012): "
                         "complete the copy before training"
                     )
+
+    def stage(self, source, target, stop):
+        """Both split trees, compared file by file (names and sizes) with the source, then
+        checked as :meth:`prepare` checks data_root (class folders, image counts)."""
+        from .staging import copy_tree
+
+        for train in (True, False):
+            copy_tree(self.folder(source, train), target / "imagenet" / ("train" if train else "val"), stop)
+        self.prepare(target)
 
 
 DATASETS.register(

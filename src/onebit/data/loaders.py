@@ -300,11 +300,12 @@ class DeviceBatches:
             ) from None
 
 
-def make_batches(cfg, ds, device, gen: torch.Generator, rank: int = 0, world_size: int = 1):
+def make_batches(cfg, ds, device, gen: torch.Generator, rank: int = 0, world_size: int = 1, root=None):
     """(train, test) batches of a run: the whole dataset on ``device``, augmented per
     batch from ``gen`` (CIFAR, Fashion-MNIST), or an image-folder tree read by
-    ``cfg.workers`` processes (ImageNet). Both yield float images and labels on ``device``."""
-    root = Path(cfg.data_root)
+    ``cfg.workers`` processes (ImageNet). Both yield float images and labels on ``device``.
+    ``root``: where the data is (default cfg.data_root; a staged copy)."""
+    root = Path(cfg.data_root if root is None else root)
     common = dict(rank=rank, world_size=world_size)
     # batch_size is the global batch of a step: each of the world_size processes takes its
     # share, so the recipe (steps per epoch, learning rate) does not depend on the GPU count
