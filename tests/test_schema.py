@@ -44,7 +44,7 @@ def test_grid_columns_are_the_job_and_run_fields():
     run = [f.name for f in fields() if f.metadata["grid"]]
     assert list(cols) == job + run
     # what a grid cannot set, the pipeline sets for every job (seeds replace seed)
-    assert {f.name for f in fields()} - set(run) == {"seed", "data_root", "device", "gpus"}
+    assert {f.name for f in fields()} - set(run) == {"seed", "data_root", "stage_data", "device", "gpus"}
     schema = yaml.safe_load((REPO / GRID_SCHEMA).read_text())
     assert list(schema["properties"]) == list(cols) and schema["required"] == list(cols)
     assert schema["additionalProperties"] is False
@@ -161,7 +161,7 @@ def test_every_field_travels_from_grid_to_run_config(tmp_path):
 
 def test_identity_leaves_out_runtime_fields_only():
     runtime = {f.name for f in fields() if f.metadata["runtime"]}
-    assert runtime == {"data_root", "device", "gpus", "workers", "compile", "eval_batch_size"}
+    assert runtime == {"data_root", "stage_data", "device", "gpus", "workers", "compile", "eval_batch_size"}
     assert set(TrainConfig().identity()) == {f.name for f in fields()} - runtime
 
 

@@ -98,7 +98,7 @@ def config_readme() -> str:
         "Required columns must be present and filled; any other column may be left out or left "
         "empty, and then takes its default. The run columns are `onebit train`'s options "
         "(`--crop-pad` for `crop_pad`; booleans as 0/1); `seeds` lists the seeds, one job each. "
-        "The pipeline sets `data_root` and `device` for every job (keys above).",
+        "The pipeline sets `data_root`, `stage_data` and `device` for every job (keys above).",
         "",
         "| column | kind | allowed | default | meaning |",
         "|---|---|---|---|---|",
