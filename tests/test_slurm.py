@@ -68,11 +68,11 @@ def workdir(tmp_path_factory, cluster):
     return d
 
 
-def snakemake(cluster, cwd, *args, timeout=900):
+def snakemake(cluster, cwd, *args, timeout=900, env=None):
     return subprocess.run(
         [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", *SMALL, *args],
         cwd=cwd,
-        env=cluster.environ(),
+        env={**cluster.environ(), **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -261,6 +261,25 @@ def test_gpu_model_constraint_qos_and_extra_flags_from_the_profile_and_the_grid(
     assert job["QOS"] == "normal" and job["Constraints"] == "80gb", job
 
 
+@on_cluster
+def test_a_row_across_two_nodes_asks_for_one_task_per_node_which_one_node_cannot_give(cluster, workdir):
+    """nodes=2 on the one-node test cluster: the sbatch line asks for two nodes, one task
+    (torchrun) on each, the row's GPUs per node as the typed GRES, and its CPUs per task;
+    SLURM refuses it at submission, and Snakemake says so, having run nothing (the launch
+    across nodes itself: tests/test_train.py, with two agents standing for two nodes)."""
+    header, row = TYPED.split("c0\t")[0].splitlines()
+    (workdir / "config/grids/nodes.tsv").write_text(f"{header}\tnodes\tcpus\n{row.replace('g2', 'n2')}\t2\t2\n")
+    args = ["--config", "grid=nodes", "grids={nodes: config/grids/nodes.tsv}", "slurm={gres: 'gpu:a100'}"]
+    proc = snakemake(cluster, workdir, "--verbose", *args, "--", "results/nodes/runs/n2/seed0/final.json", timeout=300)
+    assert proc.returncode != 0
+    (call,) = [c for c in sbatch_calls(proc) if "n2" in c or "rule_train" in c]
+    for flag in ("--nodes=2", "--ntasks=2", "--cpus-per-task=2", "--ntasks-per-node=1", "--gres=gpu:a100:2"):
+        assert flag in call, (flag, call)
+    assert "--gpus" not in call, call
+    assert "Requested node configuration is not available" in proc.stdout + proc.stderr, proc.stderr[-3000:]
+    assert not (workdir / "results/nodes/runs/n2").exists()
+
+
 CUT = """row\ttable\tdataset\tarch\tdepth\twidth\tmethod\tepochs\tseeds\tbatch_size\tcrop_pad\ttrain_subset\ttest_subset\tgpus\tmem_mb\truntime
 cut\tbaseline\tfashion_mnist\twrn\t8\t0.5\tcl\t5\t0\t50\t0\t10000\t200\t0\t2000\t10
 """
@@ -268,23 +287,28 @@ cut\tbaseline\tfashion_mnist\twrn\t8\t0.5\tcl\t5\t0\t50\t0\t10000\t200\t0\t2000\
 
 @on_cluster
 def test_a_row_longer_than_max_runtime_is_cut_resubmitted_and_equals_an_uninterrupted_run(cluster, workdir):
-    """config slurm.max_runtime = 1 minute, signal_seconds = 40: a row of 10 minutes (about
-    a minute of training here) is submitted with -t 1 and --signal=USR1@30 (the signal comes
-    at most half a job's limit before its end, here 30 s of 60); SIGUSR1 stops it
-    mid-epoch with a checkpoint, Snakemake resubmits it (retries) until it finishes, and its
-    result equals the same row trained uninterrupted, bit for bit."""
+    """config slurm.max_runtime = 2 minutes, signal_seconds = 60: a row of 10 minutes (about
+    80 s of training here) is submitted with -t 2 and --signal=USR1@60 (at most half a job's
+    limit); SIGUSR1 stops it mid-epoch with a checkpoint, Snakemake resubmits it (retries)
+    until it finishes, and its result equals the same row trained uninterrupted, bit for bit.
+    With stage_data=$TMPDIR, each attempt reads its own copy of the data, removed after."""
     from helpers import assert_same_run, comparable
     from onebit.runio import load_checkpoint
 
     (workdir / "config/grids/cut.tsv").write_text(CUT)
     grids = "grids={cut: config/grids/cut.tsv, cutref: config/grids/cut.tsv}"
-    args = ["--config", "grid=cut", grids, "device=cpu", "slurm={max_runtime: 1, signal_seconds: 40}"]
+    args = ["--config", "grid=cut", grids, "device=cpu", "slurm={max_runtime: 2, signal_seconds: 60}"]
+    node = workdir.parent / "node-tmp"
+    node.mkdir()
     t0 = time.monotonic()
-    proc = snakemake(cluster, workdir, "--verbose", *args, "--", "results/cut/runs/cut/seed0/final.json", timeout=1500)
+    proc = snakemake(
+        cluster, workdir, "--verbose", *args, "stage_data=$TMPDIR", "--", "results/cut/runs/cut/seed0/final.json",
+        timeout=1500, env={"TMPDIR": str(node)},
+    )  # fmt: skip
     wall = time.monotonic() - t0
     assert proc.returncode == 0, proc.stderr[-4000:]
     calls = [c for c in sbatch_calls(proc) if "cut_0" in c or "rule_train" in c]
-    assert calls and all(" -t 1 " in c and "--signal=USR1@30" in c for c in calls), calls
+    assert calls and all(" -t 2 " in c and "--signal=USR1@60" in c for c in calls), calls
     jobs = sorted((i for i, w in slurm_jobs(cluster, workdir, "train").items() if w.startswith("cut_")), key=int)
     rows = {r["JobID"]: r for r in cluster.sacct("JobID,State,ExitCode,Timelimit,Start,End,Elapsed")}
     attempts = [rows[i] for i in jobs]
@@ -293,7 +317,7 @@ def test_a_row_longer_than_max_runtime_is_cut_resubmitted_and_equals_an_uninterr
         print("  " + " ".join(f"{k}={v}" for k, v in r.items()))
     assert len(attempts) >= 2 and attempts[-1]["State"] == "COMPLETED", attempts
     assert all(r["State"] in ("FAILED", "TIMEOUT") for r in attempts[:-1]), attempts
-    assert all(r["Timelimit"] == "00:01:00" for r in attempts), attempts
+    assert all(r["Timelimit"] == "00:02:00" for r in attempts), attempts
     logs = workdir / ".snakemake/slurm_logs/rule_train/cut_0"
     for i in jobs:  # the stopped command is resubmitted, never run again inside its spent job
         assert "Trying to restart" not in (logs / f"{i}.log").read_text(), i
@@ -302,6 +326,8 @@ def test_a_row_longer_than_max_runtime_is_cut_resubmitted_and_equals_an_uninterr
     assert re.search(r"resuming \S+ after epoch \d(, step \d+ of epoch \d)? \(stopped by SIGUSR1; start \d+\)", log), (
         log
     )
+    assert re.search(rf"data staged to {node}/onebit-fashion_mnist-{jobs[-1]}: 4 files", log), log
+    assert list(node.iterdir()) == []  # every attempt removed its copy
     stops = load_checkpoint(workdir / "results/cut/runs/cut/seed0/checkpoint.pt")["stops"]
     print(f"  stops recorded in the checkpoint: {stops}")
     # where the signal lands is up to SLURM's timing (mid-epoch: step > 0; during the evaluation

@@ -166,10 +166,12 @@ def test_imagenet_folder_training(tiny_imagenet, tmp_path):
     assert "test_top5_err" in final and final["params"] > 11e6
 
 
-def _torchrun(tiny_fashion, tmp_path, out, port: int, fault_rank: "int | None" = None, fault: str = ""):
+def _torchrun(
+    tiny_fashion, tmp_path, out, port: int, fault_rank: "int | None" = None, fault: str = "", launch=None, env=None
+):
     """``onebit train`` as two gloo processes under torchrun; ``fault`` (ONEBIT_FAULT) for
-    rank ``fault_rank`` only."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    rank ``fault_rank`` only. ``launch``: the launcher's argv instead of torchrun's."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     env.pop("ONEBIT_FAULT", None)
     if fault:
         env["ONEBIT_FAULT"] = fault
@@ -186,9 +188,17 @@ def _torchrun(tiny_fashion, tmp_path, out, port: int, fault_rank: "int | None" =
         " url='file:///x/', folder='tiny-ddp', system_dir=''))\n"
         "from onebit.cli import main\nsys.exit(main(sys.argv[1:]))\n"
     )
+    launch = launch or [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(port),
+    ]
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-        str(wrapper), "train", "--dataset", "tiny_fashion", "--depth", "8", "--width", "0.25",
+        *launch, str(wrapper), "train", "--dataset", "tiny_fashion", "--depth", "8", "--width", "0.25",
         "--batch-size", "16", "--epochs", "2", "--method", "cl", "--data-root", str(tiny_fashion),
         "--out", str(out),
     ]  # fmt: skip
@@ -222,6 +232,100 @@ def test_a_stop_signal_to_one_process_of_a_data_parallel_run_stops_all_at_the_sa
     proc = _torchrun(tiny_fashion, tmp_path, tmp_path / "r", 29534)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert_same_run(comparable(tmp_path / "r"), comparable(tmp_path / "ref"))
+
+
+FAKE_SRUN = """#!/bin/bash
+# srun on one machine: the command once per task, each standing for a node; SIGUSR1 and
+# SIGTERM reach every process of the step, as SLURM's --signal and the time limit do
+n=1
+while [[ $1 == --* ]]; do case $1 in --ntasks=*) n=${1#--ntasks=};; esac; echo "$1" >> "$SRUN_LOG"; shift; done
+pids=()
+for ((i = 0; i < n; i++)); do SLURM_PROCID=$i SLURM_NODEID=$i "$@" & pids+=($!); done
+echo "${pids[@]}" > "$SRUN_LOG.pids"
+rc=0
+for p in "${pids[@]}"; do wait "$p"; r=$?; [[ $r -ne 0 && $rc -eq 0 ]] && rc=$r; done
+exit $rc
+"""
+
+
+def _fake_slurm(tmp_path) -> dict:
+    """srun and scontrol stand-ins on PATH, and SLURM_JOB_ID: onebit.launch takes its
+    multi-node path on this machine."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir(exist_ok=True)
+    (bin_ / "srun").write_text(FAKE_SRUN)
+    (bin_ / "scontrol").write_text("#!/bin/sh\necho localhost\n")
+    for f in bin_.iterdir():
+        f.chmod(0o755)
+    return {"PATH": f"{bin_}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242", "SRUN_LOG": str(tmp_path / "srun.log")}
+
+
+@pytest.mark.slow
+def test_a_row_across_two_nodes_equals_one_node_with_as_many_processes(tiny_fashion, tmp_path):
+    """nodes=2 x 1 process: srun starts one torchrun agent per node, which meet at a c10d
+    rendezvous on the first node; the run equals the one-node run of two processes, bit
+    for bit (two gloo agents on this machine stand for the two nodes)."""
+    from helpers import assert_same_run, comparable
+
+    launch = [sys.executable, "-m", "onebit.launch"]
+    proc = _torchrun(tiny_fashion, tmp_path, tmp_path / "one", 0, launch=[*launch, "--nproc-per-node", "2"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    env = _fake_slurm(tmp_path)
+    two = [*launch, "--nodes", "2", "--nproc-per-node", "1"]
+    proc = _torchrun(tiny_fashion, tmp_path, tmp_path / "two", 0, launch=two, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    srun = (tmp_path / "srun.log").read_text().split()
+    assert srun == ["--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1"], srun
+    assert json.loads((tmp_path / "two/env.json").read_text())["world_size"] == 2
+    assert_same_run(comparable(tmp_path / "two"), comparable(tmp_path / "one"))
+
+
+@pytest.mark.slow
+def test_sigusr1_to_every_process_of_a_two_node_row_stops_it_with_a_checkpoint(tiny_fashion, tmp_path):
+    """SLURM's --signal=USR1 reaches the torchrun agents too: they ignore it, the training
+    processes stop after the same step with a checkpoint, and the resumed run equals an
+    uninterrupted one."""
+    from helpers import assert_same_run, comparable
+
+    env = _fake_slurm(tmp_path)
+    two = [sys.executable, "-m", "onebit.launch", "--nodes", "2", "--nproc-per-node", "1"]
+    assert _torchrun(tiny_fashion, tmp_path, tmp_path / "ref", 0, launch=two, env=env).returncode == 0
+    (tmp_path / "srun.log.pids").unlink()
+    # every process of the step gets SIGUSR1 once the run has started its second epoch
+    stopper = subprocess.Popen(
+        [sys.executable, "-c", STOPPER, str(tmp_path / "srun.log.pids"), str(tmp_path / "r" / "metrics.jsonl")]
+    )
+    proc = _torchrun(tiny_fashion, tmp_path, tmp_path / "r", 0, launch=two, env=env)
+    stopper.wait(timeout=60)
+    assert proc.returncode != 0, proc.stderr[-3000:]
+    assert "stopped by SIGUSR1 after step" in proc.stderr, proc.stderr[-3000:]
+    assert "Signals.SIGUSR1" not in proc.stderr  # no agent died of it
+    state = load_checkpoint(tmp_path / "r/checkpoint.pt")
+    assert state["stops"] and state["stops"][-1]["signal"] == "SIGUSR1"
+    proc = _torchrun(tiny_fashion, tmp_path, tmp_path / "r", 0, launch=two, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_same_run(comparable(tmp_path / "r"), comparable(tmp_path / "ref"))
+
+
+STOPPER = """
+import os, pathlib, signal, sys, time
+pids, metrics = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+deadline = time.time() + 50
+while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\\n") >= 2):
+    time.sleep(0.02)
+agents = [int(p) for p in pids.read_text().split()]
+def tree(pid):
+    kids = pathlib.Path(f"/proc/{pid}/task/{pid}/children")
+    out = [pid]
+    for k in (kids.read_text().split() if kids.exists() else []):
+        out += tree(int(k))
+    return out
+for pid in [q for a in agents for q in tree(a)]:
+    try:
+        os.kill(pid, signal.SIGUSR1)
+    except ProcessLookupError:
+        pass
+"""
 
 
 @pytest.mark.parametrize("reset", [True, False])

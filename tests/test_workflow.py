@@ -295,7 +295,7 @@ def test_row_of_two_gpus_runs_torchrun_through_the_rule(workdir, tmp_path):
         target,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "onebit_torchrun 2 train" in proc.stdout + proc.stderr
+    assert "onebit_launch 1 2 train" in proc.stdout + proc.stderr
     run = workdir / "results/ddp/runs/ddp/seed0"
     env = json.loads((run / "env.json").read_text())
     assert env["world_size"] == 2
@@ -320,7 +320,30 @@ def test_threads_are_shared_among_a_jobs_processes(workdir, tmp_path):
         workdir, "-n", "-p", "--cores", "8", "--resources", "gpu=2", "--config", "grid=g2", f"grids={{g2: {grid}}}"
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "OMP_NUM_THREADS=4 ONEBIT_GPUS=2 ONEBIT_ROW=g onebit_torchrun 2 train" in proc.stdout + proc.stderr
+    assert "OMP_NUM_THREADS=4 ONEBIT_GPUS=2 ONEBIT_ROW=g onebit_launch 1 2 train" in proc.stdout + proc.stderr
+
+
+def test_a_row_across_nodes_asks_slurm_for_one_torchrun_per_node_and_is_refused_locally(workdir, tmp_path):
+    """nodes=2, gpus=4, cpus=16: one job of two nodes (--nodes=2, one task per node, 4 GPUs
+    per node; the plugin's mpi path, so that the job's shell line runs srun itself), 4
+    threads per process; on one machine the row is refused before any job, saying what to set."""
+    grid = tmp_path / "n2.tsv"
+    grid.write_text(
+        GPU_ROW.format(gpus=4, cpus=16)
+        .replace("\tcpus\n", "\tcpus\tnodes\tgpu_model\n")
+        .replace("\t16\n", "\t16\t2\ta100\n")
+    )
+    args = ["--cores", "16", "--resources", "gpu=8", "--config", "grid=n2", f"grids={{n2: {grid}}}"]
+    proc = snakemake(workdir, "-n", "-p", *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert "gpu=0, gres=, slurm_partition=, nodes=2, mpi=srun, tasks=2" in out, out
+    assert "slurm_extra=--ntasks-per-node=1 --gpus-per-node=a100:4" in out, out
+    assert "OMP_NUM_THREADS=4 ONEBIT_GPUS=4 ONEBIT_ROW=g onebit_launch 2 4 train" in out, out
+    proc = snakemake(workdir, *args, "--", "results/n2/runs/g/seed0/final.json")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "row 'g' asks for 2 nodes, which only a cluster gives" in out, out
+    assert not (workdir / "results/n2/runs").exists()
 
 
 def test_max_runtime_caps_a_jobs_time_and_asks_for_the_stop_signal(workdir, tmp_path):

@@ -58,6 +58,13 @@ class Job:
         "(with device: cpu, that many CPU processes)",
         minimum=0,
     )
+    nodes: int = option(
+        1,
+        "nodes of one job, each with the row's gpus (SLURM: torchrun on every node under srun, "
+        "one rendezvous; elsewhere all processes on this machine); the global batch is the same",
+        minimum=1,
+        maximum=1024,
+    )
     cpus: int = option(
         0,
         "CPU threads of one job (OMP_NUM_THREADS; on SLURM --cpus-per-task); 0: threads_per_job of config/config.yaml",

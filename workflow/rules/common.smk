@@ -40,7 +40,8 @@ MEMORY, FIDELITY = CHECKED.memory, CHECKED.fidelity
 for _, _row in GRID.iterrows():
     validate(_row.to_dict(), "../schemas/grid.schema.yaml")
 
-# Shell lines call `onebit ...` (and `onebit_torchrun N ...` for a job of N processes),
+# Shell lines call `onebit ...` (and `onebit_launch NODES N ...` for a job of NODES x N
+# processes, python -m onebit.launch: torchrun, under srun across a cluster's nodes),
 # the commands a user runs, defined once here with the python of this environment
 # (`onebit_py`): a change of that python, or of the plugins, changes no job's parameters.
 # Under --sdm conda the python is that of envs/onebit.yaml, with the package from src/.
@@ -62,8 +63,8 @@ shell.prefix(
     f"export ONEBIT_DEVICE={shlex.quote(config['device'])}; "
     f'onebit_py() {{{{ {ONEBIT_PY} "$@"; }}}}; '
     'onebit() {{ onebit_py -m onebit.cli "$@"; }}; '
-    "onebit_torchrun() {{ n=$1; shift; onebit_py -m torch.distributed.run --standalone"
-    ' --nproc-per-node="$n" -m onebit.cli "$@"; }}; '
+    'onebit_launch() {{ nodes=$1; n=$2; shift 2; onebit_py -m onebit.launch --nodes "$nodes"'
+    ' --nproc-per-node "$n" -m onebit.cli "$@"; }}; '
 )
 RES = f"results/{GRID_NAME}"
 REPORT = f"reports/{GRID_NAME}/report.html"
@@ -101,17 +102,44 @@ def row_gpus(wc):
     return int(GRID.loc[wc.row, "gpus"])
 
 
+def row_nodes(wc):
+    return int(GRID.loc[wc.row, "nodes"]) if hasattr(wc, "row") else 1
+
+
+def across_nodes(wc):
+    """A row of several nodes (SLURM only): one torchrun per node, started by srun inside
+    the job (the plugin's `mpi` path: the job's shell line runs srun itself)."""
+    return row_nodes(wc) > 1
+
+
+def node_flags(wc):
+    """sbatch flags of a job across nodes: one task (torchrun) per node, and the row's GPUs
+    per node (typed GRES, GPU model or a count), instead of the plugin's per-job GPU flags."""
+    if not across_nodes(wc):
+        return ""
+    n = row_gpus(wc)
+    if not n:
+        per_node = ""
+    elif SLURM["gres"] and not row_gpu_model(wc):
+        per_node = f"--gres={SLURM['gres']}:{n}"
+    elif row_gpu_model(wc):
+        per_node = f"--gpus-per-node={row_gpu_model(wc)}:{n}"
+    else:
+        per_node = f"--gpus-per-node={n}"
+    return onebit.slurm.extra("--ntasks-per-node=1", per_node)
+
+
 def row_gpu_model(wc):
     """The row's GPU model (--gpus=<model>:N), where the grid names one."""
     return GRID.loc[wc.row, "gpu_model"] if hasattr(wc, "row") else None
 
 
 def gpu_resource(gpus):
-    """Snakemake's gpu resource (--gpus=N on SLURM, the local GPU limit); 0 on a cluster
-    that is asked through a typed GRES instead (unless the row names its GPU model)."""
+    """Snakemake's gpu resource (--gpus=N on SLURM, the local GPU limit); 0 on a cluster that is asked through a typed GRES instead (unless the row names
+    its GPU model), and for a job across nodes (GPUs per node: node_flags)."""
     return lambda wc: (
         0
-        if SLURM["gres"] and not row_gpu_model(wc) and not workflow.local_exec
+        if SLURM["gres"] and not row_gpu_model(wc) and not workflow.local_exec or across_nodes(wc)
         else gpus(wc)
     )
 
@@ -120,7 +148,7 @@ def gres_resource(gpus):
     """--gres=<slurm.gres>:N for a job of N GPUs, where the cluster asks for typed GRES."""
     return lambda wc: (
         f"{SLURM['gres']}:{gpus(wc)}"
-        if SLURM["gres"] and gpus(wc) and not row_gpu_model(wc)
+        if SLURM["gres"] and gpus(wc) and not row_gpu_model(wc) and not across_nodes(wc)
         else ""
     )
 
@@ -128,6 +156,11 @@ def gres_resource(gpus):
 def row_resource(column):
     """A row's SLURM setting (gpu_model, constraint, qos); None, no resource, if empty."""
     return lambda wc: GRID.loc[wc.row, column] or None
+
+
+def nodes_resource(value):
+    """A resource of jobs across nodes only (nodes, mpi, tasks); None, no resource, else."""
+    return lambda wc: (value(wc) if callable(value) else value) if across_nodes(wc) else None
 
 
 def runtime_resource(wc):
@@ -147,6 +180,7 @@ def train_extra(wc):
     )
     return onebit.slurm.extra(
         onebit.slurm.signal_flag(seconds),
+        node_flags(wc),
         SLURM["extra"],
         GRID.loc[wc.row, "slurm_extra"],
     )
@@ -195,13 +229,14 @@ def partition_resource(gpus):
 
 
 def launcher(wc):
-    """torchrun with one process per GPU for a row of several GPUs."""
-    n = row_gpus(wc)
-    return f"onebit_torchrun {n}" if n > 1 else "onebit"
+    """torchrun with one process per GPU (per node) for a row of several GPUs or nodes."""
+    n, nodes = row_gpus(wc), row_nodes(wc)
+    return f"onebit_launch {nodes} {max(1, n)}" if n > 1 or nodes > 1 else "onebit"
 
 
 def threads_per_process(wc, threads):
-    """A job's CPU threads shared among its processes (one per GPU under torchrun)."""
+    """A job's CPU threads (per node) shared among the processes that run there (one per
+    GPU under torchrun)."""
     return max(1, threads // max(1, row_gpus(wc)))
 
 
@@ -267,6 +302,17 @@ def check_slurm_account():
         )
 
 
+def check_nodes_local():
+    """A row of several nodes runs on a SLURM cluster only."""
+    rows = GRID[GRID["nodes"] > 1]
+    if workflow.local_exec and len(rows):
+        raise WorkflowError(
+            f"grid {GRID_NAME!r}: row {rows.index[0]!r} asks for {int(rows['nodes'].iloc[0])} nodes, which "
+            "only a cluster gives (--profile profiles/slurm); on one machine, set its nodes to 1 and "
+            "its gpus to all the GPUs it should use (the global batch stays the same)"
+        )
+
+
 def check_gpu_limit():
     """Local runs of GPU rows need a limit on concurrent GPU jobs (--resources gpu=N)."""
     gpu_rows = GRID[GRID["gpus"] > 0]
@@ -304,6 +350,7 @@ def checked_before_jobs():
         check_networks_before_jobs()
         if not workflow.dryrun:
             check_gpu_limit()
+            check_nodes_local()
             check_slurm_account()
         _CHECKED_BEFORE_JOBS.append(True)
 
