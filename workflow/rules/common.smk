@@ -114,18 +114,14 @@ def across_nodes(wc):
 
 def node_flags(wc):
     """sbatch flags of a job across nodes: one task (torchrun) per node, and the row's GPUs
-    per node (typed GRES, GPU model or a count), instead of the plugin's per-job GPU flags."""
+    per node (--gpus-per-node=[type:]N: the type of the row's gpu_model or of slurm.gres),
+    instead of the plugin's GPU flags, which count the job's GPUs (and --gres, which the
+    plugin reserves for itself)."""
     if not across_nodes(wc):
         return ""
     n = row_gpus(wc)
-    if not n:
-        per_node = ""
-    elif SLURM["gres"] and not row_gpu_model(wc):
-        per_node = f"--gres={SLURM['gres']}:{n}"
-    elif row_gpu_model(wc):
-        per_node = f"--gpus-per-node={row_gpu_model(wc)}:{n}"
-    else:
-        per_node = f"--gpus-per-node={n}"
+    kind = row_gpu_model(wc) or SLURM["gres"].partition(":")[2]
+    per_node = f"--gpus-per-node={kind + ':' if kind else ''}{n}" if n else ""
     return onebit.slurm.extra("--ntasks-per-node=1", per_node)
 
 
@@ -139,7 +135,8 @@ def gpu_resource(gpus):
     its GPU model), and for a job across nodes (GPUs per node: node_flags)."""
     return lambda wc: (
         0
-        if SLURM["gres"] and not row_gpu_model(wc) and not workflow.local_exec or across_nodes(wc)
+        if (SLURM["gres"] and not row_gpu_model(wc) and not workflow.local_exec)
+        or across_nodes(wc)
         else gpus(wc)
     )
 
@@ -160,7 +157,9 @@ def row_resource(column):
 
 def nodes_resource(value):
     """A resource of jobs across nodes only (nodes, mpi, tasks); None, no resource, else."""
-    return lambda wc: (value(wc) if callable(value) else value) if across_nodes(wc) else None
+    return lambda wc: (
+        (value(wc) if callable(value) else value) if across_nodes(wc) else None
+    )
 
 
 def runtime_resource(wc):
