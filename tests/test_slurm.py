@@ -376,7 +376,7 @@ def test_a_row_longer_than_max_runtime_is_cut_resubmitted_and_equals_an_uninterr
     jobs = sorted((i for i, w in slurm_jobs(cluster, workdir, "train").items() if w.startswith("cut_")), key=int)
     rows = {r["JobID"]: r for r in cluster.sacct("JobID,State,ExitCode,Timelimit,Start,End,Elapsed")}
     attempts = [rows[i] for i in jobs]
-    print(f"\na row of 10 minutes under max_runtime 1 on SLURM: {wall:.0f} s; its jobs (sacct):")
+    print(f"\na row of 10 minutes under max_runtime 2 on SLURM: {wall:.0f} s; its jobs (sacct):")
     for r in attempts:
         print("  " + " ".join(f"{k}={v}" for k, v in r.items()))
     assert len(attempts) >= 2 and attempts[-1]["State"] == "COMPLETED", attempts
