@@ -385,7 +385,7 @@ def test_stage_data_names_a_node_local_folder_or_says_what_to_set(tiny_fashion, 
         with pytest.raises(ConfigError, match="shared file system"):
             TrainConfig(dataset="tiny_fashion", stage_data=bad).validate(build=False)
     ds = get_dataset("tiny_fashion")
-    with pytest.raises(ConfigError, match="inside data_root"):
+    with pytest.raises(ConfigError, match="would overlap"):
         with staged(ds, tiny_fashion, str(tiny_fashion)):
             pass
     assert sorted(p.name for p in tiny_fashion.iterdir()) == ["tiny-fashion"]
@@ -431,3 +431,52 @@ def test_a_dataset_that_does_not_say_its_files_cannot_be_staged(tmp_path):
                 pass
     finally:
         DATASETS.unregister("plugin_data")
+
+
+def test_two_runs_of_one_job_on_one_node_stage_apart_and_data_root_is_never_inside_the_copy(
+    tiny_fashion, tmp_path, monkeypatch
+):
+    """Trainings that share a SLURM job (Snakemake run inside one allocation) or a shared
+    stage folder (several nodes) each get their own copy: the node and process are in its
+    name, and one ending does not remove the other's. A data_root that would lie inside the
+    copy, or an unwritable stage folder, is refused before anything is copied or removed."""
+    import os
+
+    from onebit.data.staging import staged
+    from onebit.errors import ConfigError
+
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    local = tmp_path / "local"
+    local.mkdir()
+    ds = get_dataset("tiny_fashion")
+    with staged(ds, tiny_fashion, str(local)) as first:
+        pid = os.getpid()
+        monkeypatch.setattr(os, "getpid", lambda: pid + 1)  # another training of job 77
+        with staged(ds, tiny_fashion, str(local)) as second:
+            assert first != second and first.name.startswith("onebit-tiny_fashion-77-") and second.exists()
+        assert first.exists() and not second.exists()
+        assert ds.load(first, train=True)[0].shape[0] == 96
+        monkeypatch.undo()
+    assert list(local.iterdir()) == []
+    inside = local / first.name / "data"  # data_root inside the copy-to-be: never removed
+    shutil_copy = __import__("shutil").copytree
+    shutil_copy(tiny_fashion, inside)
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    with pytest.raises(ConfigError, match="would overlap"):
+        with staged(ds, inside, str(local)):
+            pass
+    assert (inside / "tiny-fashion").is_dir()
+    with pytest.raises(ConfigError, match="stage_data '/proc': cannot create /proc/onebit-"):
+        with staged(ds, tiny_fashion, "/proc"):
+            pass
+
+
+def test_a_corrupted_gzip_file_is_a_checksum_mismatch_not_an_internal_error(tiny_fashion):
+    """One byte changed inside the compressed stream (zlib's 'invalid distance'), not a
+    truncation: the same checksum message, with what to do."""
+    path = tiny_fashion / "tiny-fashion" / "t10k-labels-idx1-ubyte.gz"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(DatasetError, match="checksum mismatch .*delete"):
+        get_dataset("tiny_fashion").load(tiny_fashion, train=False)

@@ -251,6 +251,11 @@ def test_gpus_as_a_typed_gres_and_cpu_jobs_on_their_own_partition(cluster, workd
     proc = snakemake(cluster, workdir, "--verbose", *args, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     calls = sbatch_calls(proc)
+    print(
+        "\nsbatch lines with slurm.gres and cpu_partition:",
+        *(c[c.index(" -A ") : c.index(" -D ")] for c in calls),
+        sep="\n  ",
+    )
     assert any(" -p gpu " in c and "--gres=gpu:a100:2" in c and "--gpus" not in c for c in calls), calls
     assert any(" -p cpu " in c and "--gres" not in c and "--gpus" not in c for c in calls), calls
     jobs = slurm_jobs(cluster, workdir, "train")
@@ -296,6 +301,7 @@ def test_gpu_model_constraint_qos_and_extra_flags_from_the_profile_and_the_grid(
     calls = [c for c in sbatch_calls(proc) if "rule_train" in c or "m2" in c]
     assert calls, sbatch_calls(proc)
     c = calls[0]
+    print(f"\nsbatch line with the profile's gpu_model and constraint: {c[c.index(' -A ') : c.index(' -D ')]}")
     assert "--gpus=a100:2" in c and "-C 80gb" in c and "--qos=normal" in c, c
     assert "--signal=USR1@300 --mail-type=NONE --nice=5" in c, c
     jobs = slurm_jobs(cluster, workdir, "train")
@@ -390,7 +396,7 @@ def test_a_row_longer_than_max_runtime_is_cut_resubmitted_and_equals_an_uninterr
     assert re.search(r"resuming \S+ after epoch \d(, step \d+ of epoch \d)? \(stopped by SIGUSR1; start \d+\)", log), (
         log
     )
-    assert re.search(rf"data staged to {node}/onebit-fashion_mnist-{jobs[-1]}: 4 files", log), log
+    assert re.search(rf"data staged to {node}/onebit-fashion_mnist-{jobs[-1]}-[\w.-]+-\d+: 4 files", log), log
     assert not list(node.glob("onebit-*"))  # every attempt removed its copy
     stops = load_checkpoint(workdir / "results/cut/runs/cut/seed0/checkpoint.pt")["stops"]
     print(f"  stops recorded in the checkpoint: {stops}")
@@ -430,6 +436,11 @@ def test_extra_flags_are_checked_before_any_job():
         ("--partition=x", "slurm_partition"),
         ("--signal=USR2@60", "signal_seconds"),
         ("--gres=gpu:2", "slurm.gres"),
+        # the flags of rows across nodes: one task per node, the row's GPUs per node
+        ("--nodes=3", "row's nodes"),
+        ("-N 3", "row's nodes"),
+        ("--ntasks-per-node=4", "one task per node"),
+        ("--gpus-per-node=2", "gpus (per node)"),
         ("--qos=a;rm -rf /", "shell characters"),
         ("--comment='$(id)'", "shell characters"),
         ("--x=`id`", "shell characters"),

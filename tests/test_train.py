@@ -598,3 +598,22 @@ def test_a_run_on_staged_data_equals_one_on_data_root_and_a_stop_removes_the_sta
     assert sorted((p, p.stat().st_mtime_ns) for p in tiny_fashion.rglob("*")) == before
     # stage_data is how a run is executed, not what it computes: a resume may change it
     assert json.loads((tmp_path / "r/config.json").read_text())["stage_data"] == "$ONEBIT_TEST_TMPDIR"
+
+
+def test_the_launcher_and_stage_data_refuse_bad_arguments_with_what_to_do(tmp_path):
+    """python -m onebit.launch names the argument that is wrong (missing, twice, not a
+    positive integer, no command; --opt=value is understood); a relative --stage-data is
+    refused with why, before anything runs."""
+    for argv, why in [
+        ([], "--nproc-per-node is missing"),
+        (["--nproc-per-node=2"], "no command to run"),
+        (["--nproc-per-node", "two", "-m", "x"], "--nproc-per-node must be a positive integer, got 'two'"),
+        (["--nodes", "0", "--nproc-per-node", "1", "-m", "x"], "--nodes must be a positive integer, got '0'"),
+        (["--nodes", "2", "--nodes=3", "--nproc-per-node", "1", "-m", "x"], "--nodes is given twice"),
+    ]:
+        proc = subprocess.run([sys.executable, "-m", "onebit.launch", *argv], capture_output=True, text=True)
+        assert proc.returncode == 2 and why in proc.stderr, (argv, proc.stderr)
+    argv = ["train", "--dataset", "fashion_mnist", "--stage-data", "scratch", "--out", str(tmp_path / "r")]
+    proc = subprocess.run([sys.executable, "-m", "onebit.cli", *argv], capture_output=True, text=True)
+    assert proc.returncode == 2 and "a relative path would be on the shared file system" in proc.stderr, proc.stderr
+    assert not (tmp_path / "r").exists()

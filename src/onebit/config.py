@@ -38,6 +38,7 @@ def option(
     pattern: Optional[str] = None,
     aliases: tuple = (),
     env: Optional[str] = None,
+    check=None,
 ) -> Any:
     """A field with its metadata.
 
@@ -49,7 +50,8 @@ def option(
     ``required`` makes its column mandatory in a grid; ``pattern`` is a regular
     expression a string must match whole; ``env`` names an environment variable that
     gives the command line's default (the pipeline sets it, so that changing it changes
-    no job's command)."""
+    no job's command); ``check`` is a function that raises a ConfigError of its own, with
+    what to do, for a value it refuses (before the pattern)."""
     meta = dict(
         help=help,
         minimum=minimum,
@@ -64,8 +66,26 @@ def option(
         pattern=pattern,
         aliases=aliases,
         env=env,
+        check=check,
     )
     return dataclasses.field(default=default, metadata=meta)
+
+
+#: a stage_data setting: "" (off), an absolute path, or a path that starts with $VAR,
+#: ${VAR} or ~ (expanded on the node)
+STAGE_PATTERN = r"|/.*|~.*|\$\{?[A-Za-z_][A-Za-z0-9_]*\}?(/.*)?"
+
+
+def check_stage_data(value, name: str = "stage_data") -> None:
+    """Refuse a relative stage_data (it would be below the job's working directory, on
+    the shared file system) and anything but one path."""
+    if not isinstance(value, str) or not re.fullmatch(STAGE_PATTERN, value) or "\n" in value:
+        raise ConfigError(
+            f"{name} {value!r}: a node-local folder is an absolute path or one that starts "
+            "with an environment variable of the node, such as $TMPDIR or $SLURM_TMPDIR "
+            "(a relative path would be on the shared file system)",
+            name,
+        )
 
 
 @dataclass
@@ -142,7 +162,8 @@ class TrainConfig:
         "(an absolute path, or $TMPDIR, $SLURM_TMPDIR...: expanded on the node; empty: read data_root)",
         runtime=True,
         grid=False,
-        pattern=r"|/.*|~.*|\$\{?[A-Za-z_][A-Za-z0-9_]*\}?(/.*)?",
+        pattern=STAGE_PATTERN,
+        check=check_stage_data,
         env="ONEBIT_STAGE_DATA",
     )
     device: str = option("auto", "auto, cpu, cuda, cuda:1, ...", runtime=True, grid=False, env="ONEBIT_DEVICE")
@@ -165,10 +186,7 @@ class TrainConfig:
         the model built on the meta device (which checks the architecture's own arguments,
         e.g. a WRN depth of 6n+2)."""
         from .data import get_dataset
-        from .data.staging import check_setting
 
-        if isinstance(self.stage_data, str):
-            check_setting(self.stage_data)  # says why a relative folder is refused
         for f in fields():
             check_value(f.name, getattr(self, f.name))
 
@@ -274,6 +292,8 @@ def check_value(name: str, value, owner=TrainConfig) -> None:
         if optional:
             return
         raise bad
+    if m.get("check"):
+        m["check"](value)
     if kind is bool:
         if not isinstance(value, bool):
             raise bad

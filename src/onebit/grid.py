@@ -60,8 +60,8 @@ class Job:
     )
     nodes: int = option(
         1,
-        "nodes of one job, each with the row's gpus (SLURM: torchrun on every node under srun, "
-        "one rendezvous; elsewhere all processes on this machine); the global batch is the same",
+        "nodes of one job, each with the row's gpus, cpus and mem_mb (SLURM only: torchrun on every "
+        "node under srun, one rendezvous; a local run refuses it); the global batch is the same",
         minimum=1,
         maximum=1024,
     )

@@ -37,8 +37,15 @@ def torchrun(argv: list) -> None:
 def first_node() -> str:
     """The first host of this SLURM job (where the rendezvous is hosted)."""
     nodelist = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST", "")
-    out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True)
-    return out.stdout.split()[0]
+    try:
+        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True)
+        return out.stdout.split()[0]
+    except (OSError, subprocess.CalledProcessError, IndexError) as e:
+        raise SystemExit(
+            f"python -m onebit.launch: cannot find the first node of SLURM job {os.environ.get('SLURM_JOB_ID')} "
+            f"(scontrol show hostnames {nodelist!r}: {getattr(e, 'stderr', '') or e}); run it inside the job "
+            "(sbatch or salloc), where scontrol works"
+        ) from None
 
 
 def plan(nodes: int, nproc: int, rest: list, environ=os.environ) -> tuple:
@@ -64,19 +71,31 @@ def plan(nodes: int, nproc: int, rest: list, environ=os.environ) -> tuple:
 USAGE = "usage: python -m onebit.launch [--nodes N] --nproc-per-node G (-m MODULE | SCRIPT) ARGS..."
 
 
+def _usage(problem: str) -> int:
+    print(f"{USAGE}\npython -m onebit.launch: error: {problem}", file=sys.stderr)
+    return 2
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["--agent"]:  # one torchrun agent (on this node)
         torchrun(argv[1:])
         return 0
-    counts = {"--nodes": 1, "--nproc-per-node": 0}
-    while len(argv) >= 2 and argv[0] in counts:  # our options come first; the rest is torchrun's
-        key, value = argv.pop(0), argv.pop(0)
-        counts[key] = int(value) if value.isdigit() else 0
-    nodes, nproc = counts["--nodes"], counts["--nproc-per-node"]
-    if nodes < 1 or nproc < 1 or not argv:
-        print(f"{USAGE}\n--nodes and --nproc-per-node are positive integers", file=sys.stderr)
-        return 2
+    counts, seen = {"--nodes": "1", "--nproc-per-node": ""}, set()
+    while argv and argv[0].split("=")[0] in counts:  # our options come first; the rest is torchrun's
+        key, _, value = argv.pop(0).partition("=")
+        if not value:
+            value = argv.pop(0) if argv else ""
+        if key in seen:
+            return _usage(f"{key} is given twice")
+        seen.add(key)
+        counts[key] = value
+    for key, value in counts.items():
+        if not value.isdigit() or int(value) < 1:
+            return _usage(f"{key} must be a positive integer, got {value!r}" if value else f"{key} is missing")
+    if not argv:
+        return _usage("no command to run (e.g. -m onebit.cli train ...)")
+    nodes, nproc = int(counts["--nodes"]), int(counts["--nproc-per-node"])
     srun, agent = plan(nodes, nproc, argv)
     if not srun:
         torchrun(agent)

@@ -32,10 +32,15 @@ MANAGED = {
     "qos": "set the row's qos column",
     "gpus": "set the row's gpus (and gpu_model)",
     "gres": "set the row's gpus and slurm.gres",
+    "gpus-per-node": "set the row's gpus (per node) and nodes",
+    "gpus-per-task": "set the row's gpus (per node) and nodes",
+    "nodes": "set the row's nodes",
+    "ntasks-per-node": "set the row's nodes (one task per node)",
+    "ntasks-per-gpu": "the plugin sets tasks",
     "signal": "set slurm.signal_seconds",
 }
 SHORT = {"J": "job-name", "o": "output", "e": "error", "D": "chdir", "A": "account", "p": "partition",
-         "n": "ntasks", "c": "cpus-per-task", "t": "time", "C": "constraint", "G": "gpus"}  # fmt: skip
+         "n": "ntasks", "N": "nodes", "c": "cpus-per-task", "t": "time", "C": "constraint", "G": "gpus"}  # fmt: skip
 # flags as --name or --name=value with a plain value: the text reaches sbatch's command line
 _FLAG = re.compile(r"--[a-z][a-z0-9-]*(=[A-Za-z0-9_.,:@/%+=-]+)?|-[A-Za-z]( ?[A-Za-z0-9_.,:@/%+=-]+)?")
 

@@ -10,6 +10,7 @@ import shutil
 import struct
 import tarfile
 import urllib.request
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +41,8 @@ def check_md5(path: Path, md5: "str | tuple[str, str]", repair: str) -> None:
                     h.update(block)
             if h.hexdigest() == content_md5:
                 return
-        except (OSError, EOFError):
-            pass  # not gzip, or truncated: reported below
+        except (OSError, EOFError, zlib.error):
+            pass  # not gzip, truncated or corrupted: reported below
     raise DatasetError(
         f"checksum mismatch for {path}: md5 {got}, expected {file_md5}"
         + (f" (or decompressed content md5 {content_md5})" if content_md5 else "")

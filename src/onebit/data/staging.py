@@ -14,29 +14,19 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Optional
 
+from ..config import STAGE_PATTERN, check_stage_data  # noqa: F401
 from ..errors import ConfigError, Interrupted
 from .formats import DatasetError
 
-#: a stage_data setting: "" (off), an absolute path, or a path that starts with $VAR,
-#: ${VAR} or ~ (expanded on the node)
-STAGE_PATTERN = r"|/.*|~.*|\$\{?[A-Za-z_][A-Za-z0-9_]*\}?(/.*)?"
-
 
 def check_setting(value: str, name: str = "stage_data") -> None:
-    """Refuse a relative stage_data (it would be below the job's working directory, on
-    the shared file system) and anything but one path."""
-    if not re.fullmatch(STAGE_PATTERN, value or "") or "\n" in value:
-        raise ConfigError(
-            f"{name} {value!r}: a node-local folder is an absolute path or one that starts "
-            "with an environment variable of the node, such as $TMPDIR or $SLURM_TMPDIR "
-            "(a relative path would be on the shared file system)",
-            name,
-        )
+    check_stage_data(value or "", name)
 
 
 def stage_base(value: str) -> Path:
@@ -62,11 +52,12 @@ def stage_base(value: str) -> Path:
 
 
 def job_key() -> str:
-    """The same name in every process of a job (and on every node of it)."""
-    for var in ("SLURM_JOB_ID", "TORCHELASTIC_RUN_ID"):
-        if os.environ.get(var):
-            return re.sub(r"[^A-Za-z0-9_.-]", "_", os.environ[var])
-    return str(os.getpid())
+    """The same name in every process of a job on this node, and a different one for any
+    other training on this node or another: the job, the node and the process that starts
+    the run's processes here (torchrun's agent, or the run itself)."""
+    job = os.environ.get("SLURM_JOB_ID") or "local"
+    pid = os.getppid() if os.environ.get("TORCHELASTIC_RUN_ID") else os.getpid()
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{job}-{socket.gethostname().split('.')[0]}-{pid}")
 
 
 def _files(root: Path) -> dict:
@@ -117,15 +108,25 @@ def staged(
         return
     target = stage_base(setting) / f"onebit-{ds.name}-{job_key()}"
     source = Path(source).resolve()
-    if target.resolve() == source or source in target.resolve().parents:
+    where = target.resolve()
+    if where == source or source in where.parents or where in source.parents:
         raise ConfigError(
-            f"stage_data {setting!r} is inside data_root {source}: name a node-local folder", "stage_data"
+            f"stage_data {setting!r}: its copy {target} and data_root {source} would overlap "
+            "(one inside the other); name a node-local folder apart from data_root",
+            "stage_data",
         )
     try:
         if local_main:
-            if target.exists():  # a copy left by a killed process of the same job
+            if target.exists():  # left by a killed process of this node whose pid is now ours
                 shutil.rmtree(target)
-            target.mkdir()
+            try:
+                target.mkdir()
+            except OSError as e:
+                raise ConfigError(
+                    f"stage_data {setting!r}: cannot create {target} ({e.strerror}); name a "
+                    "writable node-local folder, or unset stage_data",
+                    "stage_data",
+                ) from None
             t0 = time.perf_counter()
             ds.stage(source, target, stop)
             files = _files(target)
