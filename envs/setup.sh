@@ -31,7 +31,7 @@ while [ $# -gt 0 ]; do
         *) echo "setup: unknown argument '$1'" >&2; usage ;;
     esac
 done
-if ! [[ $TORCH_BUILD =~ ^(auto|cpu|cu[0-9]{3,4}|rocm[0-9.]+)$ ]]; then
+if ! [[ $TORCH_BUILD =~ ^(auto|cpu|cu[0-9]{3,4}|rocm[0-9]+(\.[0-9]+)*)$ ]]; then
     echo "setup: --torch must be cpu, a CUDA build such as cu126 (PyTorch's names:" \
         "https://download.pytorch.org/whl/), a ROCm build such as rocm6.4, or auto; got '$TORCH_BUILD'." \
         "Nothing was installed." >&2

@@ -148,7 +148,9 @@ def test_setup_installs_the_torch_build_asked_for(setup_copy):
     assert "envs/setup.sh --torch cu126" in proc.stderr  # what a GPU user does next
 
 
-@pytest.mark.parametrize("args", [["--torch", "cuda12"], ["--torch"], ["--gpu"]])
+@pytest.mark.parametrize(
+    "args", [["--torch", "cuda12"], ["--torch"], ["--gpu"], ["--torch", "rocm."], ["--torch", "rocm6..4"]]
+)
 def test_setup_refuses_a_build_it_does_not_know(setup_copy, args):
     proc = setup_sh(setup_copy, *args, "--dry-run")
     assert proc.returncode == 2

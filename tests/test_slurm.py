@@ -251,11 +251,7 @@ def test_gpus_as_a_typed_gres_and_cpu_jobs_on_their_own_partition(cluster, workd
     proc = snakemake(cluster, workdir, "--verbose", *args, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     calls = sbatch_calls(proc)
-    print(
-        "\nsbatch lines with slurm.gres and cpu_partition:",
-        *(c[c.index(" -A ") : c.index(" -D ")] for c in calls),
-        sep="\n  ",
-    )
+    print("\nsbatch lines with slurm.gres and cpu_partition:", *(sbatch_flags(c) for c in calls), sep="\n  ")
     assert any(" -p gpu " in c and "--gres=gpu:a100:2" in c and "--gpus" not in c for c in calls), calls
     assert any(" -p cpu " in c and "--gres" not in c and "--gpus" not in c for c in calls), calls
     jobs = slurm_jobs(cluster, workdir, "train")
@@ -267,6 +263,14 @@ def test_gpus_as_a_typed_gres_and_cpu_jobs_on_their_own_partition(cluster, workd
     assert "gres/gpu" not in by_row["c0"]["AllocTRES"], by_row
     for r in by_row.values():
         assert r["State"] == "COMPLETED", by_row
+
+
+def sbatch_flags(call: str) -> str:
+    """An sbatch line's resource flags (without the job name, log path, directory and the
+    command it wraps)."""
+    words = call.split(" --wrap")[0].split()
+    skip = {"--job-name", "--output", "-D", "--comment"}
+    return " ".join(w for i, w in enumerate(words[1:], 1) if w not in skip and words[i - 1] not in skip)
 
 
 def sbatch_calls(proc) -> list[str]:
@@ -301,7 +305,7 @@ def test_gpu_model_constraint_qos_and_extra_flags_from_the_profile_and_the_grid(
     calls = [c for c in sbatch_calls(proc) if "rule_train" in c or "m2" in c]
     assert calls, sbatch_calls(proc)
     c = calls[0]
-    print(f"\nsbatch line with the profile's gpu_model and constraint: {c[c.index(' -A ') : c.index(' -D ')]}")
+    print(f"\nsbatch line with the profile's gpu_model and constraint: {sbatch_flags(c)}")
     assert "--gpus=a100:2" in c and "-C 80gb" in c and "--qos=normal" in c, c
     assert "--signal=USR1@300 --mail-type=NONE --nice=5" in c, c
     jobs = slurm_jobs(cluster, workdir, "train")
@@ -346,7 +350,7 @@ def test_a_row_across_two_nodes_asks_for_one_task_per_node_which_one_node_cannot
     for flag in ("--nodes=2", "--ntasks=2", "--cpus-per-task=2", "--ntasks-per-node=1", "--gpus-per-node=a100:2"):
         assert flag in call, (flag, call)
     assert "--gres" not in call and "--gpus=" not in call and "--ntasks-per-gpu" not in call, call
-    print(f"\na row of 2 nodes x 2 GPUs: {call[call.index('-A') : call.index('-D')]}; squeue: {' '.join(queued)}")
+    print(f"\na row of 2 nodes x 2 GPUs: {sbatch_flags(call)}; squeue: {' '.join(queued)}")
     assert not (workdir / "results/nodes/runs/n2").exists()
 
 
@@ -441,6 +445,15 @@ def test_extra_flags_are_checked_before_any_job():
         ("-N 3", "row's nodes"),
         ("--ntasks-per-node=4", "one task per node"),
         ("--gpus-per-node=2", "gpus (per node)"),
+        # sbatch's aliases, unambiguous prefixes and flags that fight the row's own settings
+        ("--tasks-per-node=2", "one task per node"),
+        ("--parti=debug", "slurm_partition"),
+        ("--tim=99", "runtime"),
+        ("--mem-per-gpu=8G", "mem_mb"),
+        ("--cpus-per-gpu=8", "cpus"),
+        ("--array=1-1000", "one job of its own"),
+        ("-M other", "one cluster"),
+        ("--wrap=id", "the job's command"),
         ("--qos=a;rm -rf /", "shell characters"),
         ("--comment='$(id)'", "shell characters"),
         ("--x=`id`", "shell characters"),
@@ -457,7 +470,9 @@ def test_runtime_cap_attempts_and_signal():
     assert runtime(3600, 1440) == 1440 and runtime(60, 1440) == 60 and runtime(3600, 0) == 3600
     # WRN-26-10 (3,600 minutes) under a 24-hour cap: three jobs of 1,440 minutes less 6 each
     assert attempts(3600, 1440, 300) == 3 and attempts(2880, 1440, 300) == 3 and attempts(1440, 1440, 300) == 1
-    assert attempts(10, 1, 40) == 10 and attempts(60, 0, 300) == 1
+    assert attempts(10, 1, 40) == 20 and attempts(60, 0, 300) == 1
+    # the signal comes at most half a limit early; a job is counted for at least 30 s of training
+    assert attempts(10, 2, 300) == attempts(10, 2, 60) == 20
     assert signal_flag(300) == "--signal=USR1@300" and signal_flag(0) == ""
     assert (
         extra("", None, "") is None and extra("--signal=USR1@300", "", "--exclusive") == "--signal=USR1@300 --exclusive"

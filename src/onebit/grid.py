@@ -72,7 +72,10 @@ class Job:
     )
     mem_mb: int = option(4000, "memory of one job, MB (SLURM --mem)", minimum=1)
     runtime: int = option(
-        60, "wall time of one job, minutes (SLURM --time, at most slurm.max_runtime per job)", minimum=1
+        60,
+        "wall time of one job, minutes (SLURM --time, at most slurm.max_runtime per job)",
+        minimum=1,
+        maximum=525_600,  # a year
     )
     gpu_model: Optional[str] = option(
         None, "SLURM: the GPU model of the row's GPUs (--gpus=<model>:N)", pattern=r"[A-Za-z0-9_.]+"

@@ -37,10 +37,19 @@ MANAGED = {
     "nodes": "set the row's nodes",
     "ntasks-per-node": "set the row's nodes (one task per node)",
     "ntasks-per-gpu": "the plugin sets tasks",
+    "tasks-per-node": "set the row's nodes (one task per node)",
+    "mem-per-gpu": "set the row's mem_mb",
+    "cpus-per-gpu": "set the row's cpus",
+    "gpus-per-socket": "set the row's gpus",
+    "tres-per-task": "set the row's gpus and cpus",
+    "array": "each grid row and seed is one job of its own",
+    "clusters": "the plugin follows its jobs on one cluster",
+    "wrap": "the plugin submits the job's command",
     "signal": "set slurm.signal_seconds",
 }
 SHORT = {"J": "job-name", "o": "output", "e": "error", "D": "chdir", "A": "account", "p": "partition",
-         "n": "ntasks", "N": "nodes", "c": "cpus-per-task", "t": "time", "C": "constraint", "G": "gpus"}  # fmt: skip
+         "n": "ntasks", "N": "nodes", "M": "clusters", "a": "array",
+         "c": "cpus-per-task", "t": "time", "C": "constraint", "G": "gpus"}  # fmt: skip
 # flags as --name or --name=value with a plain value: the text reaches sbatch's command line
 _FLAG = re.compile(r"--[a-z][a-z0-9-]*(=[A-Za-z0-9_.,:@/%+=-]+)?|-[A-Za-z]( ?[A-Za-z0-9_.,:@/%+=-]+)?")
 
@@ -61,8 +70,10 @@ def check_extra(text: str, where: str) -> str:
         rest = rest[m.end() :].lstrip()
     for flag in flags:
         name = flag[2:].split("=")[0] if flag.startswith("--") else SHORT.get(flag[1], "")
-        if name in MANAGED:
-            raise UserError(f"{where}: {flag!r} is not for extra flags: {MANAGED[name]}")
+        # sbatch also takes a long option by any unambiguous prefix (--parti: --partition)
+        managed = [m for m in MANAGED if m == name or (flag.startswith("--") and m.startswith(name))]
+        if managed:
+            raise UserError(f"{where}: {flag!r} is not for extra flags: {MANAGED[managed[0]]}")
     return text
 
 
@@ -76,7 +87,8 @@ def attempts(row_minutes: int, max_runtime: int, signal_seconds: int) -> int:
     losing ``signal_seconds`` before its limit and a minute to start (at least 1)."""
     if not max_runtime or row_minutes <= max_runtime:
         return 1
-    useful = max(60.0, max_runtime * 60.0 - signal_seconds - 60.0)
+    signal_seconds = min(signal_seconds, max_runtime * 30)  # at most half the limit (train_extra)
+    useful = max(30.0, max_runtime * 60.0 - signal_seconds - 60.0)
     return math.ceil(row_minutes * 60.0 / useful)
 
 
