@@ -120,7 +120,9 @@ class Trainer:
             log=self.log if local_main else (lambda *_: None),
         )
 
-    def _build(self, root: Path):
+    def _build(self, root: Optional[Path] = None):
+        """The model, optimizer and batches (from ``root``: the staged data; default
+        data_root)."""
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
         model = cfg.build_model().to(self.device)
