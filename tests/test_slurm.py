@@ -85,6 +85,19 @@ def default_sigint():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def snakemake_background(cluster, cwd, *args) -> subprocess.Popen:
+    """Snakemake on the cluster in the background, output in .stdout, Ctrl-C as at a terminal."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", *SMALL, *args],
+        cwd=cwd,
+        env=cluster.environ(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=default_sigint,
+    )
+
+
 def slurm_jobs(cluster, workdir, rule: str) -> dict:
     """job id -> wildcards of every SLURM job of ``rule`` (the plugin's kept logs:
     .snakemake/slurm_logs/rule_<rule>/<wildcards>/<job id>.log)."""
@@ -189,15 +202,7 @@ def test_cancelled_job_resumes_and_a_two_gpu_row_runs_torchrun(cluster, workdir)
     two GPUs gets --gpus=2 and runs two processes (CPU here: gloo)."""
     (workdir / "config/grids/extra.tsv").write_text(EXTRA)
     args = ["--config", "grid=extra", "grids={extra: config/grids/extra.tsv}", "device=cpu"]
-    run = subprocess.Popen(
-        [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", *SMALL, *args],
-        cwd=workdir,
-        env=cluster.environ(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        preexec_fn=default_sigint,
-    )
+    run = snakemake_background(cluster, workdir, *args)
     ck = workdir / "results/extra/runs/long/seed0/checkpoint.pt"
     deadline = time.monotonic() + 600
     while not ck.exists() and run.poll() is None and time.monotonic() < deadline:
@@ -325,16 +330,7 @@ def test_a_row_across_two_nodes_asks_for_one_task_per_node_which_one_node_cannot
     header, row = TYPED.split("c0\t")[0].splitlines()
     (workdir / "config/grids/nodes.tsv").write_text(f"{header}\tnodes\tcpus\n{row.replace('g2', 'n2')}\t2\t2\n")
     args = ["--config", "grid=nodes", "grids={nodes: config/grids/nodes.tsv}", "slurm={gres: 'gpu:a100'}"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", *SMALL, "--verbose", *args]
-        + ["--", "results/nodes/runs/n2/seed0/final.json"],
-        cwd=workdir,
-        env=cluster.environ(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        preexec_fn=default_sigint,
-    )
+    proc = snakemake_background(cluster, workdir, "--verbose", *args, "--", "results/nodes/runs/n2/seed0/final.json")
     try:  # SLURM accepts the job and keeps it pending: the partition has one node
         deadline, queued = time.monotonic() + 120, []
         while time.monotonic() < deadline and not queued:
