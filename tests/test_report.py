@@ -11,6 +11,8 @@ from helpers import tiny_cfg
 from onebit.errors import ConfigError
 from onebit.report import text
 from onebit.report.claims import Claims, load_claims, table_changes, verdicts
+from onebit.report.stats import mean_interval, t975
+from onebit.report.tables import gaps as paired_gaps
 from onebit.report.tables import load_published
 from onebit.train import train
 
@@ -106,7 +108,10 @@ def test_every_verdict_value_by_value():
     words = text.headline(verdicts(pub, summary, gaps, paper_gaps, CLAIMS), CLAIMS).set_index("published row")
     assert words.loc["ours-in", "verdict"] == "within tolerance (+0.36, ±0.5)"
     assert words.loc["ours-out", "verdict"] == "outside tolerance (+1.50, ±1)"
-    assert words.loc["ours-small", "verdict"] == "different data or scale: gap compared"
+    # a gap without an interval (no seed pairs given) cannot be set against the paper's
+    assert words.loc["ours-small", "verdict"] == (
+        "different data or scale: gap compared (one seed: no interval to compare with)"
+    )
     assert words.loc["ours-small", "claimed gap"] == "+0.90" and words.loc["ours-small", "gap here"] == "+1.25"
     assert words.loc["ours-in", "reproduced"] == "6.70 ± 0.20, 2 seeds, CIFAR-10, WRN-20-4, 63 ep."
     assert words.loc["ours-small", "reproduced"].endswith(", subset")
@@ -260,3 +265,188 @@ def test_a_figure_in_a_misspelt_section_is_refused():
 
     with pytest.raises(ValueError, match="figure 'mine': section must be one of results, memory, fidelity"):
         check_figures({"mine": Figure(("summary",), "result")})
+
+
+def test_t_quantiles_are_the_tables():
+    # two-sided 95 % quantiles of Student's t (any statistics table)
+    for df, t in (
+        (1, 12.706),
+        (2, 4.303),
+        (5, 2.571),
+        (10, 2.228),
+        (30, 2.042),
+        (40, 2.021),
+        (60, 2.000),
+        (120, 1.980),
+    ):
+        assert t975(df) == pytest.approx(t, abs=6e-4), df
+    assert t975(10**6) == pytest.approx(1.95996, abs=1e-4)
+    with pytest.raises(ValueError):
+        t975(0)
+    mean, sd, n, low, high = mean_interval([1.0, 2.0, 3.0])
+    assert (mean, sd, n) == (2.0, 1.0, 3)
+    assert (low, high) == pytest.approx((2 - 4.3027 / 3**0.5, 2 + 4.3027 / 3**0.5))
+    assert mean_interval([5.0])[:3] == (5.0, mean_interval([5.0])[1], 1) and pd.isna(mean_interval([5.0])[3])
+    assert mean_interval([float("nan"), 1.0, 3.0])[:3] == (2.0, 2**0.5, 2)  # a NaN is no seed
+
+
+def _runs(*runs):
+    """Tidy metrics of final test lines: (row, seed, error)."""
+    return pd.DataFrame(
+        [{"row": r, "seed": s, "split": "test", "epoch": 3, "top1_err": e} for r, s, e in runs]
+        + [{"row": r, "seed": s, "split": "test", "epoch": 2, "top1_err": 99.0} for r, s, _ in runs]
+    )
+
+
+def test_gaps_are_paired_per_seed_with_an_interval():
+    summary = pd.DataFrame(
+        {
+            "row": ["f", "w", "c", "o"],
+            "method": ["fp32", "w1", "cl", "w1"],
+            "recipe": ["r", "r", "r", "other"],
+            "dataset": "fashion_mnist",
+            "arch": "wrn",
+            "depth": 8,
+            "width": 1.0,
+            "test_err_mean": [0.0] * 4,
+        }
+    )
+    # w1 ran seeds 0-3, fp32 0-2: seed 3 has no pair; cl ran one seed
+    metrics = _runs(
+        ("f", 0, 10.0), ("f", 1, 11.0), ("f", 2, 12.0),
+        ("w", 0, 12.0), ("w", 1, 12.5), ("w", 2, 15.0), ("w", 3, 40.0),
+        ("c", 1, 11.5),
+        ("o", 0, 30.0),
+    )  # fmt: skip
+    g = paired_gaps(summary, metrics).set_index("row")
+    assert list(g.index) == ["w", "c"]  # "o" has no 32-bit row of its recipe
+    diffs = [2.0, 1.5, 3.0]
+    assert g.loc["w", "gap"] == pytest.approx(sum(diffs) / 3) and g.loc["w", "pairs"] == 3
+    sd = pd.Series(diffs).std()
+    assert g.loc["w", "gap_sd"] == pytest.approx(sd)
+    assert g.loc["w", "gap_low"] == pytest.approx(13 / 6 - 4.3027 * sd / 3**0.5)
+    assert g.loc["w", "gap_high"] == pytest.approx(13 / 6 + 4.3027 * sd / 3**0.5)
+    assert g.loc["w", "fp32_err"] == 11.0 and g.loc["w", "test_err_mean"] == pytest.approx(13.1666667)
+    assert g.loc["c", "gap"] == 0.5 and g.loc["c", "pairs"] == 1 and pd.isna(g.loc["c", "gap_low"])
+    words = text.gaps_table(g.reset_index()).set_index("method")
+    assert words.loc["w1", "gap, points [95 % interval]"] == "+2.17 [+0.27, +4.06]"
+    assert words.loc["w1", "reading"] == "worse than 32-bit"
+    assert words.loc["cl", "gap, points [95 % interval]"] == "+0.50 (1 seed: no interval)"
+
+
+def _scale_case(claimed_gap, gap, low, high, method="w1"):
+    pub = _pub(("W2017", "slide16", "ours", method, "wrn", 20, 4, 63, "cifar10", "top1_err", 6.0))
+    summary = _summary(("a", "ours", "fashion_mnist", 8, 9.0, 0.3, 3, 256)).assign(method=method)
+    gaps = pd.DataFrame({"row": ["a"], "gap": [gap], "gap_low": [low], "gap_high": [high], "pairs": [3]})
+    paper_gaps = pd.DataFrame(
+        {"paper_source": ["W2017"], "paper_row": ["ours"], "dataset": ["cifar10"], "metric": ["top1_err"]}
+    ).assign(gap=claimed_gap)
+    return verdicts(pub, summary, gaps, paper_gaps, CLAIMS)
+
+
+def test_a_gap_agrees_with_the_papers_only_inside_its_interval():
+    assert _scale_case(1.0, 1.5, 0.2, 2.8).iloc[0]["agreement"] == "agrees"
+    assert _scale_case(0.2, 1.5, 0.2, 2.8).iloc[0]["agreement"] == "agrees"  # the interval is closed
+    assert _scale_case(0.1, 1.5, 0.2, 2.8).iloc[0]["agreement"] == "larger"
+    assert _scale_case(3.0, 1.5, 0.2, 2.8).iloc[0]["agreement"] == "smaller"
+    assert _scale_case(1.0, 1.5, None, None).iloc[0]["agreement"] == "one seed"
+    assert _scale_case(None, 1.5, 0.2, 2.8).iloc[0]["agreement"] == "no gap"
+    assert _scale_case(None, None, None, None, method="fp32").iloc[0]["agreement"] == "baseline"
+    v = _scale_case(1.0, 1.5, 0.2, 2.8)
+    assert v.iloc[0]["gap_low"] == 0.2 and v.iloc[0]["gap_high"] == 2.8 and v.iloc[0]["pairs"] == 3
+    t = text.tally(pd.concat([v, _scale_case(0.1, 1.5, 0.2, 2.8), _scale_case(None, None, None, None, "fp32")]))
+    assert (t["tested"], t["scale"], t["scale agrees"], t["scale larger"], t["baseline"]) == (2, 2, 1, 1, 1)
+    line = text.claims_table(v, CLAIMS).iloc[0]
+    assert line["status"] == "held"
+    assert line["published"] == "gap +1.00 (error 6.00)"
+    assert line["reproduced"] == "gap +1.50 [+0.20, +2.80] on Fashion-MNIST WRN-8-4, 63 ep., subset, 3 seeds"
+    assert text.claims_table(_scale_case(0.1, 1.5, 0.2, 2.8), CLAIMS).iloc[0]["status"] == "failed"
+    assert text.claims_table(_scale_case(3.0, 1.5, 0.2, 2.8), CLAIMS).iloc[0]["status"] == "differs"
+    assert text.claims_table(_scale_case(None, None, None, None, "fp32"), CLAIMS).empty  # a baseline is no claim
+
+
+def _memory(method, kept_ratio, peak_ratio, floats, total):
+    rows = [("paper accounting", "total", 7154.0, 32.0), ("autograd keeps", "total", total, kept_ratio)]
+    rows += [("autograd keeps", "float activations", floats, None), ("step peak", "total", 1.0, peak_ratio)]
+    return pd.DataFrame(
+        [
+            {"measurement": "resnet18-224", "arch": "resnet18", "method": method, "quantity": q, "kind": k}
+            | {"bytes_per_image": b, "ratio_vs_fp32": r}
+            for q, k, b, r in rows
+        ]
+    )
+
+
+def test_the_memory_claim_is_judged_by_what_autograd_keeps():
+    pub = _pub(
+        (
+            "W2017",
+            "slide14",
+            "memory-32bit",
+            "fp32",
+            None,
+            None,
+            None,
+            None,
+            "imagenet",
+            "train_act_bytes_bs256",
+            1.8e9,
+        ),
+        ("W2017", "slide14", "memory-1bit", "cl", None, None, None, None, "imagenet", "train_act_bytes_bs256", 5.6e7),
+    )
+    fp32 = _memory("fp32", 1.0, 1.0, 400.0, 400.0).assign(bytes_per_image=[228928.0, 400.0, 400.0, 1.0])
+    v = verdicts(
+        pub, _summary(), NO_GAPS, NO_PAPER_GAPS, CLAIMS, pd.concat([fp32, _memory("cl", 1.9, 1.3, 180.0, 200.0)])
+    )
+    v = v.set_index("paper_row")
+    assert v.loc["memory-32bit", "agreement"] == "accounting"
+    one = v.loc["memory-1bit"]
+    assert one["claimed_ratio"] == pytest.approx(1.8e9 / 5.6e7) and one["kept_ratio"] == 1.9
+    assert one["peak_ratio"] == 1.3 and one["float_share"] == pytest.approx(0.9)
+    assert one["agreement"] == "does not hold" and one["measurement"] == "resnet18-224"
+    line = text.claims_table(v.reset_index(), CLAIMS).iloc[0]  # the 32-bit accounting line is folded into it
+    assert len(text.claims_table(v.reset_index(), CLAIMS)) == 1 and line["status"] == "failed"
+    assert line["verdict"].startswith("does not hold: autograd keeps 1.9x less, not 32.1x; 90% of what it keeps")
+    assert "step peak 1.3x less" in line["reproduced"]
+    assert text.tally(v.reset_index())["memory does not hold"] == 1
+    # 32.1x * (1 - 0.1) = 28.9x: a measured 29x holds, 28x does not
+    for kept, agreement in ((29.0, "holds"), (28.0, "does not hold")):
+        memory = pd.concat([fp32, _memory("cl", kept, 20.0, 0.0, 200.0)])
+        got = verdicts(pub, _summary(), NO_GAPS, NO_PAPER_GAPS, CLAIMS, memory).set_index("paper_row")
+        assert got.loc["memory-1bit", "agreement"] == agreement, kept
+
+
+def test_the_first_screen_table_escapes_what_a_grid_cell_holds():
+    df = pd.DataFrame({"claim": ["<script>alert(1)</script>"], "verdict": ["<img src=x onerror=alert(2)>"]})
+    html = text.html_table(df.assign(status="held"), status="status")
+    assert "<script>" not in html and "<img" not in html and "&lt;script&gt;" in html
+    assert "#d4edda" in html and "status" not in html
+    assert text.heading(2, 'a"b', "<b>x</b>") == '<h2 id="a&quot;b">&lt;b&gt;x&lt;/b&gt;</h2>'
+
+
+def test_runs_from_two_machines_stay_distinguishable_in_the_tables(tiny_fashion, tmp_path):
+    """Run directories merged from two machines: every metrics line keeps its run's device,
+    torch and commit (from env.json), the summary names both, and the report can say so."""
+    from onebit.grid import load_grid
+    from onebit.report.tables import gaps, summarize, tidy_metrics
+
+    head = "row\ttable\tdataset\tarch\tdepth\twidth\tbatch_size\tlr_max\tmethod\tepochs\tseeds\n"
+    grid_tsv = tmp_path / "g.tsv"
+    grid_tsv.write_text(head + "r1\tt\ttiny_fashion\twrn\t8\t0.25\t32\t0.05\tfp32\t1\t0,1\n")
+    finals = []
+    for seed, (device, name) in enumerate((("cpu", "x86_64"), ("cuda", "NVIDIA H100"))):
+        run = tmp_path / "runs" / "r1" / f"seed{seed}"
+        train(tiny_cfg(tiny_fashion, epochs=1, seed=seed), run, log=lambda *_: None)
+        env = json.loads((run / "env.json").read_text())
+        (run / "env.json").write_text(json.dumps({**env, "device": device, "device_name": name}))
+        finals.append(run / "final.json")
+    grid = load_grid(grid_tsv, check=False)
+    metrics = tidy_metrics(finals, grid)
+    assert set(zip(metrics["seed"], metrics["device_name"])) == {(0, "x86_64"), (1, "NVIDIA H100")}
+    assert metrics["torch_version"].notna().all() and metrics["git_revision"].notna().all()
+    summary = summarize(metrics, grid, load_published(CONFIG / "published.tsv"))
+    assert summary.loc[0, "device_name"] == "NVIDIA H100, x86_64" and summary.loc[0, "device"] == "cpu, cuda"
+    assert summary.loc[0, "test_err_low"] <= summary.loc[0, "test_err_mean"] <= summary.loc[0, "test_err_high"]
+    assert gaps(summary, metrics).empty  # no method beside the 32-bit row
+    line = text.provenance_text("g", tmp_path, summary, metrics)
+    assert "**Devices:** NVIDIA H100, x86_64 (cpu, cuda)" in line and "2 runs" in line

@@ -98,17 +98,20 @@ def test_smoke_grid_tidy_tables(smoke):
 def test_smoke_grid_report_has_every_table(smoke):
     html = (smoke / "reports/smoke/report.html").read_text()
     titles = list(load_claims(REPO / "config/claims.yaml").tables.values()) + [
-        "Claims and what was reproduced",
-        "Memory kept for backward",
+        "1 Claims: what this grid tested",
+        "claims tested by this grid",
+        "2 Results: training curves, final errors, gaps",
+        "Gaps to 32-bit, paired per seed",
+        "3 Memory kept for backward",
         "Same network, same budget",
-        "Gradient fidelity",
-        "Training curves and final errors",
+        "4 Gradient fidelity",
+        "5 Appendix",
         "Fashion-MNIST",
     ]
     for title in titles:
         assert title in html, title
     # smoke has rows of slide 16 and slide 18: both sections show what was reproduced
-    assert html.count("Reproduced here") >= 2
+    assert html.count("test error % (mean ± sd)") >= 2
     assert html.count("data:image/png") >= 4 or html.count("image/png") >= 4
     assert "Traceback" not in html
     assert "<td>None</td>" not in html and "<td>nan</td>" not in html  # empty cells are empty
@@ -494,7 +497,8 @@ def test_report_renders_with_no_empty_section_and_fits_the_window(smoke, tmp_pat
             "</body>",
             "<script>window.addEventListener('load', () => { const d = document.createElement('div');"
             " d.id = 'measured-width'; d.textContent = document.documentElement.scrollWidth;"
-            " document.body.appendChild(d); });</script></body>",
+            " const t = document.getElementById('tally').getBoundingClientRect().bottom;"
+            " d.dataset.tally = Math.round(t); document.body.appendChild(d); });</script></body>",
         )
     )
     flags = [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
@@ -504,11 +508,17 @@ def test_report_renders_with_no_empty_section_and_fits_the_window(smoke, tmp_pat
         text=True,
         timeout=180,
     ).stdout
-    width = int(re.search(r'id="measured-width">(\d+)<', dom).group(1))
+    width = int(re.search(r'id="measured-width" data-tally="\d+">(\d+)<', dom).group(1))
     assert width <= 1400, f"the page is {width} pixels wide"
+    # the first screen (1400 x 900) holds the tally of the claims this grid tested
+    tally_bottom = int(re.search(r'data-tally="(\d+)"', dom).group(1))
+    assert 0 < tally_bottom <= 900, f"the tally ends {tally_bottom} pixels down"
+    tally = htmllib.unescape(re.sub(r"<[^>]+>", "", re.search(r'<p id="tally"[^>]*>(.*?)</p>', dom, re.S).group(1)))
+    assert re.search(r"\d+ claims? tested by this grid: \d+ within tolerance · \d+ outside tolerance", tally), tally
     sections = re.split(r"<h2[^>]*>", dom)[1:]
     titles = [htmllib.unescape(re.sub(r"<[^>]+>", "", s.split("</h2>")[0])).strip() for s in sections]
-    assert titles[0].startswith("Claims and what was reproduced") and len(titles) >= 9, titles
+    assert [t.split(" ")[0] for t in titles] == ["1", "2", "3", "4", "5"], titles
+    assert titles[0].startswith("1 Claims"), titles
     for title, body in zip(titles, sections):
         content = body.split("</h2>", 1)[1]
         text = re.sub(r"\s+", " ", htmllib.unescape(re.sub(r"<[^>]+>", " ", content))).strip()

@@ -11,7 +11,17 @@ import errno
 import os
 import sys
 
-from .commands import UserError, cmd_bench, cmd_data, cmd_export, cmd_fidelity, cmd_memory, cmd_methods, cmd_train  # noqa: F401
+from .commands import (  # noqa: F401
+    UserError,
+    cmd_bench,
+    cmd_data,
+    cmd_export,
+    cmd_fidelity,
+    cmd_memory,
+    cmd_methods,
+    cmd_report,
+    cmd_train,
+)
 from .errors import OnebitError
 
 
@@ -226,6 +236,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print JSON instead of tables")
     b.add_argument("--output", default=None, help="write the JSON to this file (atomically) and print the tables")
     b.set_defaults(func=cmd_bench)
+
+    rp = add(
+        "report",
+        help="render the report (HTML) of a results folder",
+        description="Render the report of a results folder: a grid's results/<grid>/, the committed "
+        "results/reference/fashion/, or tidy tables merged from several machines (CSV or Parquet: "
+        "summary, metrics, gaps, paper_gaps, memory, fidelity). Figures are read from <results>/figures/ "
+        "where they are there, drawn from the tables otherwise.",
+    )
+    rp.add_argument("results", help="the results folder")
+    rp.add_argument("--output", default=None, help="the HTML file (default: <results>/report.html)")
+    rp.add_argument("--grid", default=None, help="the grid's name shown in the report (default: the folder's name)")
+    rp.add_argument("--published", default="config/published.tsv", help="the published numbers (claims.yaml beside)")
+    rp.set_defaults(func=cmd_report)
 
     ms = add(
         "methods",

@@ -373,3 +373,47 @@ def cmd_data(args) -> int:
     }
     _emit(json.dumps(info) + "\n", args.output)
     return 0
+
+
+def cmd_report(args) -> int:
+    """Render the report of a results folder (the notebook, executed, to HTML)."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from .report.claims import load_claims
+    from .report.load import load_results
+    from .report.tables import load_published
+    from .runio import atomic_write_bytes
+
+    repo = Path(__file__).resolve().parents[2]
+    results = Path(args.results).resolve()
+    load_results(results)  # every table readable, before the notebook runs
+    published = Path(args.published)
+    if not published.is_absolute() and not published.exists() and (repo / published).exists():
+        published = repo / published
+    if not published.exists():
+        raise UserError(f"{published}: no such file of published numbers; give --published (see config/published.tsv)")
+    load_claims(published, load_published(published))
+    output = args.output or str(results / "report.html")
+    _check_output(output)
+    notebook = repo / "workflow" / "notebooks" / "report.ipynb"
+    if not notebook.exists():
+        raise UserError(f"{notebook}: the report notebook is missing; onebit report runs from a checkout of onebit")
+    grid = args.grid or results.name
+    with tempfile.TemporaryDirectory(prefix="onebit-report-") as tmp:
+        executed = Path(tmp) / "report.ipynb"
+        steps = [
+            [sys.executable, "-m", "papermill", "--no-progress-bar", str(notebook), str(executed), "-p", "grid", grid]
+            + ["-p", "root", str(repo), "-p", "results", str(results), "-p", "published", str(published.resolve())],
+            [sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", "--no-input", str(executed)]
+            + ["--output-dir", tmp, "--output", "report.html"],
+        ]
+        for step in steps:
+            proc = subprocess.run(step, capture_output=True, text=True)
+            if proc.returncode:
+                doing = "executing the notebook" if step is steps[0] else "converting it to HTML"
+                raise UserError(f"the report of {results} failed while {doing}: {proc.stderr.strip()[-2000:]}")
+        atomic_write_bytes(output, (Path(tmp) / "report.html").read_bytes())
+    print(f"report: {output}")
+    return 0

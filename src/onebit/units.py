@@ -48,3 +48,13 @@ def mean_sd(mean, std, n=None) -> str:
     if std == 0:
         return f"{mean:.2f} (all {int(n)} seeds equal)" if n else f"{mean:.2f} (seeds equal)"
     return f"{mean:.2f} ± {std:.2f}"
+
+
+def mean_interval_text(mean, low, high, fmt: str = "{:.2f}", n=None) -> str:
+    """``21.85 [21.50, 22.20]`` (the 95 % interval); without one, the mean alone, saying
+    why where ``n`` is one."""
+    if _missing(mean):
+        return ""
+    if _missing(low) or _missing(high):
+        return fmt.format(mean) + (" (1 seed: no interval)" if n == 1 else "")
+    return f"{fmt.format(mean)} [{fmt.format(low)}, {fmt.format(high)}]"

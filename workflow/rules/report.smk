@@ -21,9 +21,10 @@ rule report:
         "../../envs/onebit.yaml"
     params:
         grid=GRID_NAME,
+        results=RES,
         outdir=lambda wc, output: os.path.dirname(output.html),
     shell:
         "(onebit_py -m papermill --no-progress-bar {input.notebook:q} {output.notebook:q}"
-        ' -p grid {params.grid:q} -p root "$PWD" -p published {input.published:q}'
+        ' -p grid {params.grid:q} -p root "$PWD" -p results "$PWD"/{params.results:q} -p published {input.published:q}'
         " && onebit_py -m jupyter nbconvert --to html --no-input {output.notebook:q}"
         " --output-dir {params.outdir:q} --output report.html) > {log:q} 2>&1"

@@ -19,5 +19,5 @@ for df, csv, parquet in (
 ):
     atomic_write_bytes(csv, df.to_csv(index=False).encode())
     atomic_write_bytes(parquet, df.to_parquet(index=False))
-atomic_write_bytes(out.gaps_csv, gaps(summary).to_csv(index=False).encode())
+atomic_write_bytes(out.gaps_csv, gaps(summary, metrics).to_csv(index=False).encode())
 atomic_write_bytes(out.paper_gaps_csv, paper_gaps(published).to_csv(index=False).encode())

@@ -199,6 +199,17 @@ def gap_vs_baseline(ours: pd.DataFrame, paper: pd.DataFrame, summary: pd.DataFra
                 size=7,
                 ax=ax,
             )
+        bars = part.dropna(subset=["gap_low", "gap_high"]) if "gap_low" in part else part[:0]
+        if len(bars):
+            ax.hlines(
+                [order.index(m) for m in bars["method"]],
+                bars["gap_low"],
+                bars["gap_high"],
+                colors=[pal[n] for n in bars["network"]],
+                lw=2,
+                alpha=0.6,
+                label="95 % interval (paired seeds)",
+            )
         pub = top1[top1["method"].isin(order)]
         ax.scatter(
             pub["gap"],
@@ -216,7 +227,7 @@ def gap_vs_baseline(ours: pd.DataFrame, paper: pd.DataFrame, summary: pd.DataFra
         ax.set_title(group, fontsize=10)
         ax.grid(axis="x", alpha=0.3)
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.suptitle("Gap to the 32-bit network of the same recipe: this grid (dots) and the papers (x)")
+    fig.suptitle("Gap to the 32-bit network of the same recipe: this grid (dots, 95 % interval) and the papers (x)")
     fig.tight_layout()
     return fig
 

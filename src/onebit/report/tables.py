@@ -39,10 +39,26 @@ def tidy_metrics(final_paths: list, grid: pd.DataFrame) -> pd.DataFrame:
         _check_against_grid(run, final, grid.loc[row_id] if row_id in grid.index else None, seed)
         _check_against_final(run, df, final)
         df.insert(0, "row", row_id)
+        env = _env(run)
+        for col in PROVENANCE:
+            df[col] = env.get(col)
         frames.append(df)
     metrics = pd.concat(frames, ignore_index=True)
     cols = ["row", "table", "paper_source", "paper_table", "paper_row", "memory"]
     return metrics.merge(grid[cols].reset_index(drop=True), on="row", how="left")
+
+
+#: where and with what each run ran, from its ``env.json``: on every line of the tidy tables,
+#: so that tables of several machines concatenate and stay distinguishable
+PROVENANCE = ["device", "device_name", "torch_version", "git_revision", "git_dirty", "hostname"]
+
+
+def _env(run: Path) -> dict:
+    try:
+        env = json.loads((run / "env.json").read_text())
+    except (OSError, ValueError):
+        return {}  # an older run without env.json: provenance unknown, said as empty cells
+    return env if isinstance(env, dict) else {}
 
 
 def _check_against_grid(run: Path, final: dict, row, seed: str) -> None:
@@ -128,17 +144,24 @@ def summarize(metrics: pd.DataFrame, grid: pd.DataFrame, published: pd.DataFrame
     without ``method``): rows of one recipe differ only in the method, so their errors
     compare (see :func:`gaps`)."""
     from ..grid import RUN_COLUMNS
+    from .stats import mean_interval
 
-    last = metrics[metrics["split"] == "test"].sort_values("epoch").groupby(["row", "seed"]).tail(1)
+    last = final_errors(metrics)
     agg = last.groupby("row").agg(
         test_err_mean=("top1_err", "mean"),
         test_err_std=("top1_err", "std"),
         seeds=("seed", "nunique"),
         epochs_done=("epoch", "max"),
     )
+    interval = last.groupby("row")["top1_err"].apply(lambda v: mean_interval(v)[3:])
+    agg["test_err_low"] = interval.map(lambda t: t[0])
+    agg["test_err_high"] = interval.map(lambda t: t[1])
     if "top5_err" in last:
         agg["test_top5_mean"] = last.groupby("row")["top5_err"].mean()
     agg["wall_seconds"] = metrics.groupby("row")["epoch_seconds"].sum() / agg["seeds"]
+    for col in PROVENANCE:  # each row's machines and code: every distinct value, joined
+        if col in metrics:
+            agg[col] = metrics.groupby("row")[col].agg(lambda v: ", ".join(sorted({str(x) for x in v.dropna()})))
     cols = [
         "row",
         "table",
@@ -172,16 +195,62 @@ def _plain(v):
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
 
-def gaps(summary: pd.DataFrame) -> pd.DataFrame:
+def final_errors(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The last test line of every run (row, seed): its final test error."""
+    return metrics[metrics["split"] == "test"].sort_values("epoch").groupby(["row", "seed"]).tail(1)
+
+
+#: the columns of :func:`gaps`
+GAP_COLUMNS = [
+    "dataset",
+    "arch",
+    "depth",
+    "width",
+    "method",
+    "row",
+    "fp32_row",
+    "fp32_err",
+    "test_err_mean",
+    "gap",
+    "gap_sd",
+    "pairs",
+    "gap_low",
+    "gap_high",
+]
+
+
+def gaps(summary: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     """Each method's error minus the 32-bit error of the same recipe (dataset, network,
-    schedule, augmentation: every run field but the method)."""
-    keys = ["dataset", "arch", "depth", "width"]
-    base = summary[summary["method"] == "fp32"][["recipe", "test_err_mean", "row"]].rename(
-        columns={"test_err_mean": "fp32_err", "row": "fp32_row"}
-    )
+    schedule, augmentation: every run field but the method), paired per seed: for every
+    seed both rows ran, the method's final error minus fp32's. ``gap`` is the mean of
+    those differences over ``pairs`` seeds, ``gap_sd`` their standard deviation and
+    ``gap_low``..``gap_high`` the 95 % Student-t interval of the mean (none for one
+    pair); ``fp32_err`` and ``test_err_mean`` are the means over the paired seeds."""
+    from .stats import mean_interval
+
+    last = final_errors(metrics).set_index(["row", "seed"])["top1_err"]
+    base = summary[summary["method"] == "fp32"][["recipe", "row"]].rename(columns={"row": "fp32_row"})
     out = summary[summary["method"] != "fp32"].merge(base, on="recipe", how="inner")
-    out["gap"] = out["test_err_mean"] - out["fp32_err"]
-    return out[keys + ["method", "row", "fp32_row", "fp32_err", "test_err_mean", "gap"]]
+    rows = []
+    for r in out.itertuples():
+        mine = last.xs(r.row, level="row") if r.row in last.index.get_level_values("row") else pd.Series(dtype=float)
+        ref = last.xs(r.fp32_row, level="row") if r.fp32_row in last.index.get_level_values("row") else mine[:0]
+        seeds = sorted(set(mine.index) & set(ref.index))
+        mean, sd, n, low, high = mean_interval([mine[s] - ref[s] for s in seeds])
+        rows.append(
+            {
+                "fp32_err": ref[seeds].mean() if seeds else math.nan,
+                "test_err_mean": mine[seeds].mean() if seeds else math.nan,
+                "gap": mean,
+                "gap_sd": sd,
+                "pairs": n,
+                "gap_low": low,
+                "gap_high": high,
+            }
+        )
+    values = pd.DataFrame(rows, index=out.index, columns=GAP_COLUMNS[7:])
+    out = pd.concat([out.drop(columns=[c for c in values.columns if c in out.columns]), values], axis=1)
+    return out[GAP_COLUMNS].reset_index(drop=True)
 
 
 def paper_gaps(published: pd.DataFrame) -> pd.DataFrame:

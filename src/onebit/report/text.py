@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..methods import ordered
-from ..units import format_bytes, format_number, mean_sd
+from ..units import format_bytes, format_number, mean_interval_text, mean_sd
 from .claims import VERDICT_ORDER, Claims, table_changes
 
 #: how the report words each verdict key of :func:`onebit.report.claims.verdicts`
@@ -69,6 +69,8 @@ def _verdict_text(v) -> str:
         return f"{VERDICTS[v.verdict]} ({v.difference:+.2f}, ±{v.tolerance:g})"
     if v.verdict == "memory":
         return f"{VERDICTS['memory']}: {100 * v.difference:+.0f}% (the slide rounds)"
+    if v.verdict == "scale" and isinstance(v.agreement, str):
+        return f"{VERDICTS['scale']} ({GAP_WORDS[v.agreement]})"
     return VERDICTS[v.verdict]
 
 
@@ -120,6 +122,174 @@ def headline(verdicts: pd.DataFrame, claims: Claims) -> pd.DataFrame:
         "verdict",
     ]
     return pd.DataFrame(out, columns=cols)
+
+
+#: how the report words the agreement of a gap (verdict ``scale``) with the paper's
+GAP_WORDS = {
+    "agrees": "the paper's gap lies in the 95 % interval of the gap here",
+    "larger": "gap larger than the paper's: its whole 95 % interval lies above",
+    "smaller": "gap smaller than the paper's: its whole 95 % interval lies below",
+    "one seed": "one seed: no interval to compare with",
+    "no gap": "no gap to compare (no 32-bit row of the same recipe, or no published gap)",
+    "baseline": "the 32-bit baseline the gaps are taken against (judged through them)",
+}
+
+#: the colour class of each outcome on the first screen: held, not held, differs, undecided
+STATUS = {
+    "within": "held",
+    "agrees": "held",
+    "holds": "held",
+    "outside": "failed",
+    "larger": "failed",
+    "does not hold": "failed",
+    "smaller": "differs",
+    "one seed": "undecided",
+    "no gap": "undecided",
+    "accounting": "undecided",
+}
+
+#: the verdicts of claims this grid tested (the first screen); the others fold away
+TESTED = ("within", "outside", "memory", "scale")
+
+
+def outcome(v) -> str:
+    """A tested claim's outcome key: the verdict for ``within`` / ``outside``, the
+    agreement for ``scale`` and ``memory``."""
+    return v.verdict if v.verdict in ("within", "outside") else v.agreement
+
+
+def tested_claims(verdicts: pd.DataFrame) -> pd.Series:
+    """Which lines of :func:`onebit.report.claims.verdicts` are claims this grid tested:
+    at the paper's scale, by their gap, or the memory claim; a 32-bit baseline at another
+    scale is not a claim of its own (the gaps are taken against it)."""
+    return verdicts["verdict"].isin(TESTED) & ~verdicts["agreement"].eq("baseline")
+
+
+def tally(verdicts: pd.DataFrame) -> dict:
+    """Counts for the first screen: claims tested (within, outside, at a different scale
+    and how their gaps compare, the memory claim judged), and published numbers not
+    tested (quoted, not run)."""
+    tested = verdicts[tested_claims(verdicts)]
+    scale = tested[tested["verdict"] == "scale"]
+    judged = tested[(tested["verdict"] == "memory") & tested["agreement"].isin(["holds", "does not hold"])]
+    return {
+        "tested": int(len(tested[tested["verdict"] != "memory"]) + len(judged)),
+        "within": int((tested["verdict"] == "within").sum()),
+        "outside": int((tested["verdict"] == "outside").sum()),
+        "scale": int(len(scale)),
+        **{f"scale {k}": int((scale["agreement"] == k).sum()) for k in GAP_WORDS},
+        "memory holds": int((judged["agreement"] == "holds").sum()),
+        "memory does not hold": int((judged["agreement"] == "does not hold").sum()),
+        "quoted": int((verdicts["verdict"] == "quoted").sum()),
+        "not run": int((verdicts["verdict"] == "not run").sum()),
+        "baseline": int(verdicts["agreement"].eq("baseline").sum()),
+    }
+
+
+def tally_text(t: dict) -> str:
+    """The tally in words, as HTML (``<b>`` for the counts; no user text in it)."""
+    if not t["tested"]:
+        return (
+            "<b>No claim of the papers is tested by this grid</b>: no row of it is linked to a published "
+            f"number (grid columns paper_source, paper_table, paper_row). {t['quoted'] + t['not run']} published "
+            "numbers are listed below."
+        )
+    parts = [f"<b>{t['within']} within tolerance</b>", f"<b>{t['outside']} outside tolerance</b>"]
+    gaps = [f"{t['scale ' + k]} {w}" for k, w in (("agrees", "agree"), ("larger", "larger"), ("smaller", "smaller"))]
+    undecided = t["scale one seed"] + t["scale no gap"]
+    if undecided:
+        gaps.append(f"{undecided} undecided")
+    parts.append(f"<b>{t['scale']} at a different data or scale</b> (gaps against the paper's: {', '.join(gaps)})")
+    if t["memory holds"] or t["memory does not hold"]:
+        parts.append("<b>memory claim (slide 14): " + ("holds" if t["memory holds"] else "does not hold") + "</b>")
+    return (
+        f"<b>{t['tested']} claim{'s' if t['tested'] != 1 else ''} tested by this grid:</b> "
+        + " · ".join(parts)
+        + f". Not tested: {t['quoted']} "
+        f"quoted from other papers, {t['not run']} not run by this grid"
+        + (f", {t['baseline']} 32-bit baselines at another scale" if t["baseline"] else "")
+        + " (listed further down)."
+    )
+
+
+def _ratio(x) -> str:
+    return format_number(x, "{:.1f}x")
+
+
+def claims_table(verdicts: pd.DataFrame, claims: Claims) -> pd.DataFrame:
+    """The first screen's table: one line per claim this grid tested, with its outcome key
+    (``status``: held, failed, differs, undecided; the report colours lines by it)."""
+    out = []
+    for v in verdicts[tested_claims(verdicts)].itertuples():
+        if v.verdict == "memory" and v.agreement == "accounting" and v.method == "fp32":
+            continue  # the 32-bit accounting: the judged line is the 1-bit one, which shows it too
+        key = outcome(v)
+        what = f"{claims.sources[v.paper_source]} {v.paper_table} {v.paper_row}: {v.method}"
+        if v.verdict == "memory":
+            out.append(
+                {
+                    "claim": f"{what}, training memory falls {_ratio(v.claimed_ratio)} (ResNet-18, batch 256)",
+                    "published": f"{v.claim / 1e9:g} GB = {format_bytes(v.claim, missing='')}; "
+                    f"{_ratio(v.claimed_ratio)} less than 32-bit",
+                    "reproduced": f"accounting {format_bytes(v.reproduced, missing='')} ({100 * v.difference:+.0f}%); "
+                    f"measured ({v.measurement}): autograd keeps {_ratio(v.kept_ratio)} less, "
+                    f"step peak {_ratio(v.peak_ratio)} less",
+                    "verdict": _memory_verdict(v),
+                    "status": STATUS[key],
+                }
+            )
+            continue
+        net = _claim_network(v.arch, v.depth, v.width, v.epochs)
+        claim = f"{what}, {dataset_name(v.dataset)}, {net}"
+        if v.verdict == "scale":
+            published = f"gap {format_number(v.claimed_gap, '{:+.2f}')} (error {v.claim:.2f})"
+            reproduced = (
+                f"gap {mean_interval_text(v.gap, v.gap_low, v.gap_high, '{:+.2f}', v.pairs)}"
+                f" on {dataset_name(v.run_dataset)} "
+                f"{network({'arch': v.run_arch, 'depth': v.run_depth, 'width': v.run_width})}, "
+                f"{int(v.run_epochs)} ep.{', subset' if v.subset else ''}, {_seeds(v.pairs)}"
+                if pd.notna(v.gap)
+                else f"error {v.reproduced:.2f}, no 32-bit row of the same recipe"
+            )
+            verdict = GAP_WORDS[v.agreement]
+        else:
+            published = f"{v.claim:.2f} %"
+            reproduced = (
+                f"{mean_interval_text(v.reproduced, v.reproduced_low, v.reproduced_high, n=v.seeds)} %, "
+                f"{_seeds(v.seeds)}"
+            )
+            verdict = f"{VERDICTS[v.verdict]} ({v.difference:+.2f}, ±{v.tolerance:g})"
+        out.append(
+            {
+                "claim": claim,
+                "published": published,
+                "reproduced": reproduced,
+                "verdict": verdict,
+                "status": STATUS[key],
+            }
+        )
+    return pd.DataFrame(out, columns=["claim", "published", "reproduced", "verdict", "status"])
+
+
+def _seeds(n) -> str:
+    n = int(n) if pd.notna(n) else 0
+    return f"{n} seed{'s' if n != 1 else ''}"
+
+
+def _memory_verdict(v) -> str:
+    if v.agreement != "holds" and v.agreement != "does not hold":
+        return "the paper's accounting only (no 32-bit measurement to compare)"
+    verdict = (
+        f"holds: autograd keeps {_ratio(v.kept_ratio)} less (the slide: {_ratio(v.claimed_ratio)})"
+        if v.agreement == "holds"
+        else f"does not hold: autograd keeps {_ratio(v.kept_ratio)} less, not {_ratio(v.claimed_ratio)}"
+    )
+    if v.agreement == "does not hold" and pd.notna(v.float_share):
+        verdict += (
+            f"; {100 * v.float_share:.0f}% of what it keeps is float activations (batch norm's input, "
+            "which the slide's accounting leaves out)"
+        )
+    return verdict
 
 
 def verdict_counts(verdicts: pd.DataFrame) -> str:
@@ -201,7 +371,7 @@ def table_text(table: str, summary: pd.DataFrame, gaps: pd.DataFrame, grid: str)
         text.append(
             "They run on **Fashion-MNIST** with small networks: their errors are not the paper's "
             "CIFAR errors; what compares is the *gap* each method opens against the 32-bit network "
-            "(headline table)."
+            "(section 1, and the gaps with their intervals above)."
         )
     mine = gaps[gaps["row"].isin(rows["row"])]
     if len(mine):
@@ -406,3 +576,150 @@ def other_tables(summary: pd.DataFrame, claims: Claims) -> dict:
             }
         )
     return out
+
+
+# ------------------------------------------------------------------ HTML
+
+
+#: the first screen's colours per status of :func:`claims_table`
+STATUS_COLORS = {"held": "#d4edda", "failed": "#f8d7da", "differs": "#fff3cd", "undecided": "#e9ecef"}
+
+
+def html_table(df: pd.DataFrame, status: "str | None" = None) -> str:
+    """``df`` as an HTML table, every cell escaped (grid cells are user text); with
+    ``status``, that column gives each line its colour (:data:`STATUS_COLORS`) and is not shown."""
+    import html
+
+    cols = [c for c in df.columns if c != status]
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
+    body = []
+    for _, r in df.iterrows():
+        style = f' style="background:{STATUS_COLORS.get(r[status], "")}"' if status else ""
+        cells = "".join(f"<td>{html.escape('' if _blank(r[c]) else str(r[c]))}</td>" for c in cols)
+        body.append(f"<tr{style}>{cells}</tr>")
+    return f'<table class="dataframe"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def _blank(v) -> bool:
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def heading(level: int, anchor: str, title: str) -> str:
+    """An HTML heading with a stable anchor for the table of contents (title escaped)."""
+    import html
+
+    return f'<h{level} id="{html.escape(anchor)}">{html.escape(title)}</h{level}>'
+
+
+def gaps_table(gaps: pd.DataFrame) -> pd.DataFrame:
+    """The paired gaps with their intervals, fp32 rows' order, in words: a gap whose 95 %
+    interval holds 0 is not told apart from 32-bit by these seeds."""
+    if gaps.empty:
+        return pd.DataFrame()
+    g = _method_sort(gaps)
+    return pd.DataFrame(
+        {
+            "method": g["method"],
+            "network": [f"{network(r)}, {dataset_name(r['dataset'])}" for _, r in g.iterrows()],
+            "vs 32-bit row": g["fp32_row"],
+            "gap, points [95 % interval]": [
+                mean_interval_text(m, lo, hi, "{:+.2f}", n)
+                for m, lo, hi, n in zip(g["gap"], g.get("gap_low"), g.get("gap_high"), g.get("pairs"))
+            ],
+            "seed pairs": g["pairs"].astype("Int64") if "pairs" in g else None,
+            "reading": [_gap_reading(lo, hi) for lo, hi in zip(g.get("gap_low"), g.get("gap_high"))],
+        }
+    ).reset_index(drop=True)
+
+
+def _gap_reading(low, high) -> str:
+    if _blank(low) or _blank(high):
+        return "one seed pair: no interval"
+    if low > 0:
+        return "worse than 32-bit"
+    if high < 0:
+        return "better than 32-bit"
+    return "not told apart from 32-bit by these seeds"
+
+
+# ------------------------------------------------------------------ provenance and notes
+
+
+def provenance_text(grid: str, res, summary: pd.DataFrame, metrics: pd.DataFrame) -> str:
+    """The line under the title: grid, folder, rows and runs, code revisions, devices,
+    and the epoch time summed over runs (not the pipeline's wall time)."""
+    runs = len(metrics[["row", "seed"]].drop_duplicates()) if len(metrics) else 0
+
+    def values(col):
+        vals = sorted({v for s in summary.get(col, pd.Series(dtype=str)).dropna() for v in str(s).split(", ") if v})
+        return ", ".join(vals) or "not recorded"
+
+    revs = values("git_revision")
+    revs = ", ".join(r[:10] for r in revs.split(", ")) if revs != "not recorded" else revs
+    epoch_min = metrics["epoch_seconds"].sum() / 60 if "epoch_seconds" in metrics else float("nan")
+    return (
+        f"**Grid:** `{grid}` ({summary['row'].nunique()} rows, {runs} runs; tables: `{res}`). "
+        f"**Code:** {revs}. **Devices:** {values('device_name')} ({values('device')}); "
+        f"torch {values('torch_version')}. "
+        f"**Training epochs:** {epoch_min:.1f} device-minutes summed over the runs (runs share the machine and "
+        "overlap; the pipeline's wall time also holds data preparation, evaluation and the measurements)."
+    )
+
+
+def other_data(summary: pd.DataFrame, published: pd.DataFrame) -> list:
+    """The titles of the datasets this grid trains on that no published number uses."""
+    mine = set(summary["dataset"].dropna()) - set(published["dataset"].dropna())
+    return sorted(dataset_name(d) for d in mine)
+
+
+def memory_text(memory: pd.DataFrame) -> str:
+    """Why what autograd keeps falls less than the accounting says, measured: per method
+    below 32 bits of kept activations, the ratio and the float share."""
+    kept = memory[(memory["quantity"] == "autograd keeps")]
+    tot = kept[kept["kind"] == "total"]
+    lines = []
+    for method in [m for m in ordered(tot["method"]) if m in ("cl", "cl-strict", "w1+cl")]:
+        parts = []
+        for r in tot[tot["method"] == method].itertuples():
+            floats = kept[
+                (kept["measurement"] == r.measurement)
+                & (kept["method"] == method)
+                & (kept["kind"] == "float activations")
+            ]["bytes_per_image"].sum()
+            share = floats / r.bytes_per_image if r.bytes_per_image else float("nan")
+            parts.append(f"{r.measurement}: {r.ratio_vs_fp32:.1f}x less, {100 * share:.0f}% of what it keeps in float")
+        lines.append(f"`{method}`: " + "; ".join(parts))
+    devices = ", ".join(sorted(set(memory["device"].dropna()))) if "device" in memory else ""
+    return (
+        "**x less than fp32** per measured network: what autograd keeps / the step's peak / the step time as a "
+        f"multiple of fp32's (device: {devices or 'not recorded'}). Under compressed learning the weight layers "
+        "keep 1 bit per input, but batch norm keeps its float input, so what autograd keeps falls far less than "
+        "the accounting: "
+        + " · ".join(lines)
+        + ". `cl-strict` keeps only the 1-bit copy per BN-ReLU-conv unit (an inexact BN and ReLU backward). The step's "
+        "peak falls less again: gradients and one layer's float temporaries remain."
+        if lines
+        else "**x less than fp32** per measured network: what autograd keeps / the step's peak / the step time as a "
+        f"multiple of fp32's (device: {devices or 'not recorded'})."
+    )
+
+
+def provenance_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per row: the devices, torch versions and code revisions its runs recorded."""
+    cols = {
+        "device_name": "device",
+        "device": "kind",
+        "torch_version": "torch",
+        "git_revision": "commit",
+        "git_dirty": "uncommitted changes",
+        "hostname": "host",
+    }
+    out = summary[["row"] + [c for c in cols if c in summary]].rename(columns=cols)
+    if "commit" in out:
+        out["commit"] = out["commit"].map(
+            lambda v: ", ".join(x[:10] for x in str(v).split(", ")) if isinstance(v, str) else v
+        )
+    return out.reset_index(drop=True)
