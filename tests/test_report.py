@@ -450,3 +450,67 @@ def test_runs_from_two_machines_stay_distinguishable_in_the_tables(tiny_fashion,
     assert gaps(summary, metrics).empty  # no method beside the 32-bit row
     line = text.provenance_text("g", tmp_path, summary, metrics)
     assert "**Devices:** NVIDIA H100, x86_64 (cpu, cuda)" in line and "2 runs" in line
+
+
+def _chromium():
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def test_the_committed_reference_report_is_what_onebit_report_renders(tmp_path):
+    """results/reference/fashion/report.html is the report of the committed tables as the
+    notebook renders it now (its tally and claims table match a fresh rendering), and a
+    reader sees the tally on the first screen (1400 x 900 in Chromium)."""
+    import html as htmllib
+    import re
+    import subprocess
+    import sys
+
+    repo = Path(__file__).parents[1]
+    out = tmp_path / "report.html"
+    proc = subprocess.run(
+        [sys.executable, "-m", "onebit", "report", str(repo / "results/reference/fashion"), "--output", str(out)]
+        + ["--grid", "fashion"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=repo,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    def first_screen(page):
+        tally = re.search(r'<p id="tally"[^>]*>(.*?)</p>', page, re.S).group(1)
+        table = re.search(r"<table.*?</table>", page.split('id="tally"')[1], re.S).group(0)
+        return htmllib.unescape(re.sub(r"<[^>]+>", "", tally)), table
+
+    fresh = out.read_text()
+    committed = (repo / "results/reference/fashion/report.html").read_text()
+    assert first_screen(committed) == first_screen(fresh), "re-render it: onebit report results/reference/fashion"
+    tally, table = first_screen(fresh)
+    assert tally.startswith("6 claims tested by this grid: 0 within tolerance · 0 outside tolerance · 6 at a ")
+    assert "(gaps against the paper's: 0 agree, 5 larger, 1 smaller)" in tally
+    assert table.count("<tr") == 7 and table.count("#f8d7da") == 5 and table.count("#fff3cd") == 1
+    assert "Traceback" not in fresh and "/tmp/" not in fresh
+    if not _chromium():
+        pytest.skip("no Chromium here (.ci/run installs Debian's chromium)")
+    page = tmp_path / "measured.html"
+    page.write_text(
+        fresh.replace(
+            "</body>",
+            "<script>window.addEventListener('load', () => { const d = document.createElement('div');"
+            " d.id = 'claims-table-top'; d.textContent = Math.round(document.querySelector('#tally ~ table,"
+            " table.dataframe').getBoundingClientRect().top);"
+            " document.body.appendChild(d); });</script></body>",
+        )
+    )
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,900"]
+    dom = subprocess.run(
+        [_chromium(), *flags, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom"]
+        + [page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    ).stdout
+    top = int(re.search(r'id="claims-table-top">(\d+)<', dom).group(1))
+    assert 0 < top < 900, f"the claims table starts {top} pixels down: not on the first screen"
