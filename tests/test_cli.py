@@ -33,8 +33,13 @@ def test_memory_json(capsys):
         )
         == 0
     )
-    rows = json.loads(capsys.readouterr().out)
+    out = capsys.readouterr()
+    rows = json.loads(out.out)  # progress goes to stderr (the memory job's log), not into the JSON
     assert [r["method"] for r in rows] == ["fp32", "cl-strict"]
+    progress = out.err.splitlines()
+    assert progress[1].endswith("memory: what autograd keeps, fp32 (1/2)")
+    assert progress[2].endswith("memory: what autograd keeps, cl-strict (2/2)")
+    assert "step time, step peak and largest batch of 2 methods" in progress[3]
     assert rows[0]["saved_ratio_vs_fp32"] == 1
     assert rows[1]["saved_ratio_vs_fp32"] > 10
     assert rows[1]["paper_bytes"] * 32 == rows[0]["paper_bytes"]

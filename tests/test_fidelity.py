@@ -78,3 +78,5 @@ def test_cli_refuses_a_method_that_changes_the_forward(capsys, tmp_path):
         == 0
     )
     assert '"method": "cl"' in out.read_text()
+    progress = capsys.readouterr().err  # the fidelity job's log says what it measures
+    assert "fidelity: 1 method x 2 draws, batch of 4" in progress and "fidelity: cl (1/1), 2 draws" in progress

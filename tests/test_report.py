@@ -514,3 +514,21 @@ def test_the_committed_reference_report_is_what_onebit_report_renders(tmp_path):
     ).stdout
     top = int(re.search(r'id="claims-table-top">(\d+)<', dom).group(1))
     assert 0 < top < 900, f"the claims table starts {top} pixels down: not on the first screen"
+
+
+def test_the_pareto_front_and_the_memory_table_value_by_value():
+    from onebit.report.figures import pareto_front
+
+    pts = pd.DataFrame({"m": ["a", "b", "c", "d", "e"], "x": [1.0, 2.0, 2.0, 3.0, 4.0], "y": [9.0, 5.0, 6.0, 7.0, 1.0]})
+    assert list(pareto_front(pts, "x", "y")["m"]) == ["a", "b", "e"]  # c and d are beaten by b
+    memory = pd.DataFrame(
+        [
+            {"measurement": "net", "method": m, "kind": "total", "quantity": q, "ratio_vs_fp32": r}
+            | {"step_ratio_vs_fp32": t}
+            for m, t, ratios in (("cl", 1.5, (1.9, 1.4)), ("fp32", 1.0, (1.0, 1.0)))
+            for q, r in zip(("autograd keeps", "step peak"), ratios)
+        ]
+    )
+    table = text.memory_overview(memory)
+    assert list(table.columns) == ["method", "net: kept x less", "net: peak x less", "net: step time x fp32"]
+    assert table.values.tolist() == [["fp32", "1.0", "1.0", "1.00"], ["cl", "1.9", "1.4", "1.50"]]

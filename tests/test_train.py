@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import onebit.train as train_mod
 from helpers import run_cli
 from onebit.cli import main
 from onebit.runio import load_checkpoint
@@ -617,3 +618,44 @@ def test_the_launcher_and_stage_data_refuse_bad_arguments_with_what_to_do(tmp_pa
     proc = subprocess.run([sys.executable, "-m", "onebit.cli", *argv], capture_output=True, text=True)
     assert proc.returncode == 2 and "a relative path would be on the shared file system" in proc.stderr, proc.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_a_run_says_what_it_trains_how_far_it_is_and_where_its_results_are(tiny_fashion, tmp_path):
+    """Feedback while it runs: a start banner (network, parameters, method, data, device,
+    steps, output), per epoch the run's share done and its ETA, a closing line with the
+    final error and where the results are; the CLI stamps each line with the time of day."""
+    import re
+
+    from helpers import tiny_cfg
+
+    logs = []
+    final = train(tiny_cfg(tiny_fashion), tmp_path / "r", log=logs.append)
+    assert re.fullmatch(
+        r"start: WRN-8-0\.25 \([\d,]+ parameters\), method fp32, tiny_fashion \(\d+ training / \d+ test images\), "
+        r"cpu, \d+ threads; 3 epochs x \d+ steps of batch 32; output \S+",
+        logs[0],
+    ), logs[0]
+    assert f"{final['params']:,} parameters" in logs[0] and str(tmp_path / "r") in logs[0]
+    epochs = [line for line in logs if line.startswith("epoch ")]
+    assert re.search(r"\| run 33% done, ETA \d+ s$", epochs[0]) and re.search(r"run 67% done, ETA", epochs[1])
+    assert epochs[2].endswith("| run 100% done")
+    took = train_mod.format_duration(final["wall_seconds"])
+    assert logs[-1] == (
+        f"done: test error {final['test_top1_err']:.2f}% after 3 epochs ({took} of epochs); "
+        f"results in {tmp_path / 'r'} (final.json, metrics.jsonl)"
+    )
+    proc = run_cli(tiny_fashion, tmp_path / "cli")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert all(re.match(r"\d\d:\d\d:\d\d ", line) for line in lines), lines
+    assert " start: " in lines[0] and " done: test error " in lines[-1]
+
+
+def test_progress_lines_in_logs_carry_the_runs_share_and_eta(capsys):
+    p = train_mod.Progress(total=100, desc="epoch 2/4 train", enabled=True, every=0.0, done=25, epoch_steps=25)
+    p.t0 -= 10.0  # ten seconds into this epoch
+    p.update(4, 0.5, done=30)
+    line = capsys.readouterr().out.strip()
+    # 5 steps in 10 s: 70 steps left take 140 s
+    assert line == "epoch 2/4 train: step 5/25 loss 0.5000 | run 30% done, ETA 2.3 min", line
+    assert train_mod.format_duration(42) == "42 s" and train_mod.format_duration(7200) == "2.0 h"

@@ -71,6 +71,18 @@ def _checkpoint_config(ckpt, path) -> dict:
     return config
 
 
+def _stamped(line: str, file=None) -> None:
+    """A log line with the time of day (logs of long jobs are read by the clock)."""
+    import time
+
+    print(f"{time.strftime('%H:%M:%S')} {line}", flush=True, file=file)
+
+
+def _progress(line: str) -> None:
+    """Progress of a measurement, on stderr (stdout holds its tables or JSON)."""
+    _stamped(line, file=sys.stderr)
+
+
 def _emit(text: str, output: "str | None") -> None:
     """Write ``text`` to ``output`` atomically (a killed run leaves no partial file
     for the next step to read), or to stdout."""
@@ -92,11 +104,14 @@ def cmd_memory(args) -> int:
     from . import create_model, list_methods
     from .measure.memory import measure, require_memory
     from .measure.steps import benchmark
+    from .methods import get_method
     from .units import format_bytes
 
     _fmt_b = format_bytes
 
     methods = list_methods() if args.method == "all" else args.method.split(",")
+    for name in methods:  # an unknown name is refused before anything is measured
+        get_method(name)
     in_ch = args.in_channels or 3
     kwargs = _arch_kwargs(args)
     require_memory(
@@ -108,7 +123,10 @@ def cmd_memory(args) -> int:
         **{k: v for k, v in kwargs.items() if k != "in_channels"},
     )
     rows = []
-    for name in methods:
+    net = " ".join([args.arch] + [f"{k}={v}" for k, v in kwargs.items()])
+    _progress(f"memory: {net}, batch {args.batch_size}, on {args.device}: {len(methods)} method(s)")
+    for i, name in enumerate(methods):
+        _progress(f"memory: what autograd keeps, {name} ({i + 1}/{len(methods)})")
         torch.manual_seed(args.seed)
         model = create_model(args.arch, name, **kwargs).to(args.device)
         x = torch.randn(args.batch_size, in_ch, args.image_size, args.image_size, device=args.device)
@@ -116,6 +134,7 @@ def cmd_memory(args) -> int:
         rows[-1]["device"] = str(x.device)
         num_classes = model.onebit_config.get("num_classes", 10)
         del model, x
+    _progress(f"memory: step time{'' if args.no_peak else ', step peak'} and largest batch of {len(methods)} methods")
     bench = benchmark(
         lambda m: create_model(args.arch, m, **kwargs),
         methods,
@@ -186,6 +205,15 @@ def cmd_fidelity(args) -> int:
 
     _check_output(args.output, args.checkpoint, inside=args.data_root if args.dataset else None)
     methods = same_forward_methods() if args.method == "all" else args.method.split(",")
+    from .methods import get_method
+
+    for name in methods:  # an unknown or forward-changing method is refused before anything is measured
+        m = get_method(name)
+        if m.weight_quantizer is not None or m.binary_act:
+            raise UserError(
+                f"method {name!r} changes the forward pass: its gradient has no exact "
+                f"reference; choose among {', '.join(same_forward_methods())}"
+            )
     kwargs, state = _arch_kwargs(args), None
     if args.checkpoint:
         try:
@@ -215,8 +243,18 @@ def cmd_fidelity(args) -> int:
         g = torch.Generator().manual_seed(args.seed)
         shape = (args.batch_size, kwargs.get("in_channels", 3), args.image_size, args.image_size)
         x, y = torch.rand(shape, generator=g), torch.randint(0, 10, (args.batch_size,), generator=g)
+    _progress(
+        f"fidelity: {len(methods)} method{'s' if len(methods) != 1 else ''} x {args.draws} draws, batch of {len(x)}"
+    )
     rows = gradient_fidelity(
-        lambda m: create_model(args.arch, m, **kwargs), methods, x, y, draws=args.draws, seed=args.seed, state=state
+        lambda m: create_model(args.arch, m, **kwargs),
+        methods,
+        x,
+        y,
+        draws=args.draws,
+        seed=args.seed,
+        state=state,
+        log=_progress,
     )
     source = args.checkpoint or f"{args.arch} {kwargs} initialised with seed {args.seed}"
     for r in rows:
@@ -277,7 +315,7 @@ def cmd_train(args) -> int:
 
     if not str(args.out).strip():
         raise UserError("--out is empty; give the run's folder")
-    trainer = Trainer(from_namespace(args), args.out, log=print)  # validates, as --check does
+    trainer = Trainer(from_namespace(args), args.out, log=_stamped)  # validates, as --check does
     if args.check:
         cfg = trainer.cfg
         trainer.rundir.inspect(cfg.identity())  # what training checks of --out, reading only

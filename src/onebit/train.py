@@ -54,29 +54,55 @@ def _dist():
 
 
 class Progress:
-    """A progress bar on a terminal; plain lines every ``every`` seconds in logs."""
+    """The whole run's progress: a bar with its ETA on a terminal; in logs, a plain line
+    every ``every`` seconds with the epoch's step, the run's share done and its ETA.
+    ``total`` is the run's steps, ``done`` those finished before this epoch."""
 
-    def __init__(self, total: int, desc: str, enabled: bool, every: float = 30.0):
-        self.total, self.desc, self.every = total, desc, every
-        self.enabled, self.bar, self.last = enabled, None, time.monotonic()
+    def __init__(self, total: int, desc: str, enabled: bool, every: float = 30.0, done: int = 0, epoch_steps=None):
+        self.total, self.desc, self.every, self.done0 = total, desc, every, done
+        self.epoch_steps = epoch_steps or total
+        self.enabled, self.bar = enabled, None
+        self.t0 = self.last = time.monotonic()
         if enabled and sys.stderr.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc=desc, leave=False)
+            self.bar = tqdm(total=total, initial=done, desc=desc, leave=False, unit="step")
 
-    def update(self, i: int, loss: float) -> None:
+    def eta(self, done: int) -> str:
+        """The time left at this epoch's rate (steps only: evaluation adds a little)."""
+        elapsed = time.monotonic() - self.t0
+        if done <= self.done0 or elapsed <= 0:
+            return "ETA unknown"
+        return f"ETA {format_duration((self.total - done) * elapsed / (done - self.done0))}"
+
+    def update(self, i: int, loss: float, done: "int | None" = None) -> None:
+        """After step ``i`` of the epoch (from 0); ``done``: the run's steps done so far."""
         if not self.enabled:
             return
+        done = self.done0 + i + 1 if done is None else done
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{loss:.3f}")
         elif time.monotonic() - self.last >= self.every:
             self.last = time.monotonic()
-            print(f"{self.desc}: step {i + 1}/{self.total} loss {loss:.4f}", flush=True)
+            print(
+                f"{self.desc}: step {i + 1}/{self.epoch_steps} loss {loss:.4f} | run {100 * done / self.total:.0f}% "
+                f"done, {self.eta(done)}",
+                flush=True,
+            )
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def format_duration(seconds: float) -> str:
+    """``42 s``, ``3.5 min``, ``2.1 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 class Trainer:
@@ -95,6 +121,7 @@ class Trainer:
                 "batch_size",
             )
         self.main = self.rank == 0
+        self.say = log if self.main else (lambda *_: None)  # progress lines: the first process only
         self.rundir = RunDir(out, main=self.main, log=log)
         self.ds = get_dataset(cfg.dataset)
         self.method = get_method(cfg.method)
@@ -227,7 +254,13 @@ class Trainer:
             if self.rank == 0:  # the sums of all processes (the others start from 0)
                 loss_sum, correct, seen = (partial[k] for k in ("loss_sum", "correct", "seen"))
             self.train_batches.resume(partial["data"], first)
-        progress = Progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs} train", self.main)
+        progress = Progress(
+            cfg.epochs * steps_per_epoch,
+            f"epoch {epoch + 1}/{cfg.epochs} train",
+            self.main,
+            done=step,
+            epoch_steps=steps_per_epoch,
+        )
         t_start = t_data = time.perf_counter()
         lr = cfg.lr_max
         for i, (xb, yb) in enumerate(self.train_batches, start=first):
@@ -255,7 +288,7 @@ class Trainer:
             loss_sum += loss.item() * len(yb)
             correct += (logits.argmax(1) == yb).sum().item()
             seen += len(yb)
-            progress.update(i, loss.item())
+            progress.update(i, loss.item(), done=step)
             if i + 1 < steps_per_epoch and self._stop_requested():
                 progress.close()
                 loss_sum, correct, seen = self._reduce(loss_sum, correct, seen)
@@ -368,10 +401,38 @@ class Trainer:
                     {**environment(self.device), "world_size": self.world},
                 )
                 wall = sum(m["epoch_seconds"] for m in metrics)
+                self.say(self._banner(epoch, rd.path))
                 epoch, step, wall = self._epochs(epoch, step, metrics, partial, wall, stop_after)
                 if epoch < cfg.epochs:
                     return None
-                return self._finish(epoch, metrics, wall)
+                final = self._finish(epoch, metrics, wall)
+                self.say(
+                    f"done: test error {final['test_top1_err']:.2f}% after {epoch} epochs "
+                    f"({format_duration(wall)} of epochs); results in {rd.path} (final.json, metrics.jsonl)"
+                )
+                return final
+
+    def _banner(self, epoch: int, path) -> str:
+        """The start line: network, parameters, method, data, device, steps, output."""
+        from .data import DATASETS
+        from .models import LABELS, model_label
+
+        cfg = self.cfg
+        name = model_label(cfg.arch, depth=cfg.depth, width=cfg.width) if cfg.arch in LABELS else cfg.arch
+
+        def images(b):
+            return len(b.x) if hasattr(b, "x") else len(getattr(b, "dataset", ()))
+
+        title = DATASETS.get(cfg.dataset).title if cfg.dataset in DATASETS else cfg.dataset
+        where = f"{self.device}" + (f" x {self.world} processes" if self.world > 1 else "")
+        where += f", {torch.get_num_threads()} threads" if self.device.type == "cpu" else ""
+        steps = len(self.train_batches)
+        again = f", from epoch {epoch + 1}" if epoch else ""
+        return (
+            f"start: {name} ({self.n_params:,} parameters), method {cfg.method}, {title} "
+            f"({images(self.train_batches):,} training / {images(self.test_batches):,} test images), {where}; "
+            f"{cfg.epochs} epochs x {steps} steps of batch {cfg.batch_size}{again}; output {path}"
+        )
 
     def _epochs(self, epoch, step, metrics, partial, wall, stop_after):
         cfg, identity, rd = self.cfg, self.cfg.identity(), self.rundir
@@ -390,11 +451,13 @@ class Trainer:
             wall += train_m["epoch_seconds"] + test_m["epoch_seconds"]
             rd.save(self._state(epoch, step, metrics))
             rd.write_metrics(metrics)
-            self.log(
+            left = (cfg.epochs - epoch) * wall / epoch
+            self.say(
                 f"epoch {epoch}/{cfg.epochs} lr {train_m['lr']:.2e} train loss {train_m['loss']:.4f} "
                 f"err {train_m['top1_err']:.2f}% | test err {test_m['top1_err']:.2f}% | "
                 f"{train_m['images_per_s']:.0f} img/s, data {train_m['data_seconds']:.1f}s "
-                f"of {train_m['epoch_seconds']:.1f}s"
+                f"of {train_m['epoch_seconds']:.1f}s | run {100 * epoch / cfg.epochs:.0f}% done"
+                + (f", ETA {format_duration(left)}" if epoch < cfg.epochs else "")
             )
             if epoch < cfg.epochs and self._stop_requested():
                 stopped = self._interrupted(epoch, 0, 0)

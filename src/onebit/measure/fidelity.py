@@ -49,7 +49,14 @@ def _weight_grads(model: nn.Module, x: Tensor, y: Tensor) -> dict:
 
 
 def gradient_fidelity(
-    make_model, methods: list, x: Tensor, y: Tensor, draws: int = 32, seed: int = 0, state: "dict | None" = None
+    make_model,
+    methods: list,
+    x: Tensor,
+    y: Tensor,
+    draws: int = 32,
+    seed: int = 0,
+    state: "dict | None" = None,
+    log=None,
 ) -> list[dict]:
     """Rows ``{method, layer, index, params, exact_norm, bias, std, rmse, noise_floor}``.
     ``make_model(method)`` builds the network; ``state`` (a state dict) fixes its
@@ -61,7 +68,9 @@ def gradient_fidelity(
     state = {k: v.clone() for k, v in exact_model.state_dict().items()}
     exact = _weight_grads(exact_model, x, y)
     rows = []
-    for method in methods:
+    for i, method in enumerate(methods):
+        if log is not None:
+            log(f"fidelity: {method} ({i + 1}/{len(methods)}), {draws} draws")
         m = get_method(method)
         if m.weight_quantizer is not None or m.binary_act:
             raise UserError(

@@ -20,6 +20,7 @@ FIGURES = {
     "error_curves": Figure(("metrics",), "results"),
     "error_vs_paper": Figure(("summary", "metrics"), "results"),
     "gap_vs_baseline": Figure(("gaps", "paper_gaps", "summary"), "results"),
+    "error_vs_memory": Figure(("summary", "memory"), "memory"),
     "memory_per_method": Figure(("memory",), "memory"),
     "gradient_fidelity": Figure(("fidelity",), "fidelity"),
 }

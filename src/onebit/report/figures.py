@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
 
 from ..methods import FAMILIES, METHODS  # noqa: E402
 from ..methods import ordered as _order  # noqa: E402
@@ -56,39 +56,63 @@ def _label(df: pd.DataFrame) -> pd.Series:
     return df["dataset"].map(dataset_name) + " " + df.apply(network, axis=1)
 
 
+def _cycle_ends(part: pd.DataFrame) -> list:
+    """The epochs after which a warm-restart cycle ends (the learning rate restarts and,
+    in the official recipe, the BN statistics are re-estimated) for these runs' t0, tmult."""
+    from ..schedule import is_cycle_end
+
+    if not {"t0", "tmult"} <= set(part.columns) or part.empty:
+        return []
+    t0, tmult, last = int(part["t0"].iloc[0]), int(part["tmult"].iloc[0]), int(part["epoch"].max())
+    return [e for e in range(1, last + 1) if is_cycle_end(e, t0, tmult)]
+
+
 def error_curves(metrics: pd.DataFrame) -> plt.Figure:
-    """Test error per epoch per method, one panel per dataset and network; the peers in
-    panels of their own."""
+    """Test error per epoch per method, one panel per dataset and network (the peers in
+    panels of their own): the mean over seeds (thick), each seed (thin), the epochs where a
+    warm-restart cycle ends (dotted lines) and the evaluations after a BN re-estimation
+    (squares); in between, evaluation uses the running BN averages of a cycle in progress."""
     test = metrics[metrics["split"] == "test"].copy()
+    if test.empty:
+        return _empty("no test evaluations in this grid's runs")
     test["network"] = _label(test)
     test["group"] = _group(test["method"])
     panels = sorted(test.groupby(["network", "group"]).groups, key=lambda k: (k[0], k[1].startswith("peers")))
     pal = palette(test["method"])
     cols = min(2, len(panels))
     rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.4 * cols, 3.6 * rows), squeeze=False)
     for ax, (net, group) in zip(axes.flat, panels):
         part = test[(test["network"] == net) & (test["group"] == group)]
-        sns.lineplot(
-            data=part,
-            x="epoch",
-            y="top1_err",
-            hue="method",
-            hue_order=_order(part["method"]),
-            palette=pal,
-            errorbar="sd",
-            marker="o",
-            ax=ax,
-        )
+        order = _order(part["method"])
+        for (method, _seed), run in part.groupby(["method", "seed"]):
+            ax.plot(run["epoch"], run["top1_err"], color=pal[method], lw=0.7, alpha=0.35)
+        mean = part.groupby(["method", "epoch"], as_index=False)["top1_err"].mean()
+        for method in order:
+            m = mean[mean["method"] == method]
+            ax.plot(m["epoch"], m["top1_err"], color=pal[method], lw=2, marker="o", ms=4, label=method)
+        if "bn_stats" in part:
+            re_est = part[part["bn_stats"] == "reestimated"]
+            re_mean = re_est.groupby(["method", "epoch"], as_index=False)["top1_err"].mean()
+            ax.scatter(
+                re_mean["epoch"], re_mean["top1_err"], marker="s", s=40, facecolors="none", edgecolors="k", zorder=5,
+                label="after BN re-estimation",
+            )  # fmt: skip
+        ends = _cycle_ends(part)
+        for i, e in enumerate(ends):
+            ax.axvline(e, color="grey", ls=":", lw=1, label="warm-restart cycle ends" if i == 0 else None)
+        epochs = sorted(part["epoch"].unique())
+        ax.set_xticks(epochs if len(epochs) <= 12 else ax.get_xticks())
+        if len(epochs) == 1:
+            ax.set_xlim(epochs[0] - 0.5, epochs[0] + 0.5)
         ax.set_title(f"{net}\n{group}", fontsize=9)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel("test error (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     for ax in axes.flat[len(panels) :]:
         ax.set_axis_off()
-    fig.suptitle("Test error per epoch (mean ± sd over seeds)")
+    fig.suptitle("Test error per epoch: mean over seeds (thick), each seed (thin)")
     fig.tight_layout()
     return fig
 
@@ -138,6 +162,17 @@ def error_vs_paper(summary: pd.DataFrame, metrics: pd.DataFrame) -> plt.Figure:
         )
         pub = summary[summary["method"].isin(order)].dropna(subset=["paper_err"])
         if len(pub):
+            tol = _tolerances()
+            band = pub["dataset"].map(tol)
+            ax.hlines(
+                [order.index(m) for m in pub["method"]],
+                pub["paper_err"] - band.fillna(0),
+                pub["paper_err"] + band.fillna(0),
+                colors="k",
+                lw=6,
+                alpha=0.15,
+                label="published ± tolerance",
+            )
             ax.scatter(
                 pub["paper_err"],
                 [order.index(m) for m in pub["method"]],
@@ -152,9 +187,29 @@ def error_vs_paper(summary: pd.DataFrame, metrics: pd.DataFrame) -> plt.Figure:
         ax.set_title(group, fontsize=10)
         ax.grid(axis="x", alpha=0.3)
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.suptitle("Final test error (mean ± sd over seeds); x = published value of the same row")
+    published = summary.dropna(subset=["paper_err"]) if "paper_err" in summary else summary[:0]
+    fig.suptitle(
+        "Final test error (mean ± sd over seeds)"
+        + (
+            "; x = published value of the same row and dataset, grey = its tolerance"
+            if len(published)
+            else "\n(no row of this grid runs on the data of a published number: no published value to draw)"
+        )
+    )
     fig.tight_layout()
     return fig
+
+
+def _tolerances() -> dict:
+    """Dataset -> tolerance of config/claims.yaml (the repository's), for the bands."""
+    from pathlib import Path
+
+    from .claims import load_claims
+
+    try:
+        return load_claims(Path(__file__).resolve().parents[3] / "config" / "published.tsv").tolerance
+    except Exception:  # a checkout without config/: no band, the crosses alone
+        return {}
 
 
 def gap_vs_baseline(ours: pd.DataFrame, paper: pd.DataFrame, summary: pd.DataFrame) -> plt.Figure:
@@ -233,6 +288,65 @@ def gap_vs_baseline(ours: pd.DataFrame, paper: pd.DataFrame, summary: pd.DataFra
 
 
 MEMORY_QUANTITIES = ["paper accounting", "autograd keeps", "step peak"]
+
+
+def pareto_front(df: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """The lines of ``df`` no other line beats on both ``x`` and ``y`` (less is better),
+    sorted by ``x``; of lines equal on both, the first."""
+    front, best = [], float("inf")
+    for i, r in df.sort_values([x, y], kind="stable").iterrows():
+        if r[y] < best:
+            front.append(i)
+            best = r[y]
+    return df.loc[front]
+
+
+def error_vs_memory(summary: pd.DataFrame, memory: pd.DataFrame) -> plt.Figure:
+    """Final test error (mean, 95 % interval over seeds) against what autograd keeps for
+    backward per image, one point per method, one panel per network the grid trains and
+    measures (the grid's ``memory`` column names the measurement of a row's network); the
+    Pareto front (no other method keeps less and errs less) joined by a line."""
+    kept = memory[(memory["quantity"] == "autograd keeps") & (memory["kind"] == "total")] if len(memory) else memory
+    if kept.empty or "memory" not in summary:
+        return _empty("no memory measurement of a network this grid trains (the grid's memory column)")
+    rows = summary.dropna(subset=["memory", "test_err_mean"])
+    pts = rows.merge(
+        kept[["measurement", "method", "bytes_per_image"]],
+        left_on=["memory", "method"],
+        right_on=["measurement", "method"],
+        how="inner",
+    )
+    if pts.empty:
+        return _empty("no row of this grid has a memory measurement of its own network and method")
+    pts = pts.assign(network=_label(pts))
+    panels = sorted(pts["network"].unique())
+    pal = palette(pts["method"])
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.2), squeeze=False)
+    for ax, net in zip(axes[0], panels):
+        part = pts[pts["network"] == net].sort_values("bytes_per_image")
+        for r in part.itertuples():
+            low, high = getattr(r, "test_err_low", None), getattr(r, "test_err_high", None)
+            err = None if low is None or pd.isna(low) else [[r.test_err_mean - low], [high - r.test_err_mean]]
+            ax.errorbar(
+                r.bytes_per_image, r.test_err_mean, yerr=err, fmt="o", color=pal[r.method], ms=7, capsize=3,
+                label=r.method,
+            )  # fmt: skip
+            ax.annotate(r.method, (r.bytes_per_image, r.test_err_mean), xytext=(5, 4), textcoords="offset points",
+                        fontsize=7)  # fmt: skip
+        front = pareto_front(part, "bytes_per_image", "test_err_mean")
+        ax.plot(front["bytes_per_image"], front["test_err_mean"], "k--", lw=1, alpha=0.6, label="Pareto front")
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: format_bytes(v, digits=3)))
+        ax.set_xlabel(f"kept for backward per image (autograd, measured: {part['memory'].iloc[0]}; log scale)")
+        ax.set_ylabel("final test error (%)")
+        ax.set_title(net, fontsize=10)
+        ax.grid(alpha=0.3)
+        handles, labels = ax.get_legend_handles_labels()
+        keep = dict(zip(labels, handles))
+        ax.legend(keep.values(), keep.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle("Test error against memory kept for backward (mean, 95 % interval over seeds)")
+    fig.tight_layout()
+    return fig
 
 
 def memory_per_method(memory: pd.DataFrame) -> plt.Figure:

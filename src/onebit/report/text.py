@@ -396,8 +396,9 @@ def table_text(table: str, summary: pd.DataFrame, gaps: pd.DataFrame, grid: str)
 
 
 def memory_overview(memory: pd.DataFrame) -> pd.DataFrame:
-    """Per method (fp32 first), per measured network: how many times less than fp32
-    autograd keeps and the step's peak is, and the step time as a multiple of fp32's."""
+    """Per method (fp32 first), per measured network, three columns: how many times less
+    than fp32 autograd keeps, how many times less the step's peak is, and the step time as
+    a multiple of fp32's."""
     tot = memory[memory["kind"] == "total"]
     if tot.empty:
         return pd.DataFrame()
@@ -406,11 +407,9 @@ def memory_overview(memory: pd.DataFrame) -> pd.DataFrame:
         row = {"method": method}
         for meas, g in tot[tot["method"] == method].groupby("measurement", sort=False):
             q = g.set_index("quantity")
-            keep = q["ratio_vs_fp32"].get("autograd keeps")
-            peak = q["ratio_vs_fp32"].get("step peak")
-            step = g["step_ratio_vs_fp32"].iloc[0]
-            parts = (format_number(keep, "{:.1f}x"), format_number(peak, "{:.1f}x"), format_number(step, "{:.2f}"))
-            row[meas] = " / ".join(x for x in parts if x)
+            row[f"{meas}: kept x less"] = format_number(q["ratio_vs_fp32"].get("autograd keeps"), "{:.1f}")
+            row[f"{meas}: peak x less"] = format_number(q["ratio_vs_fp32"].get("step peak"), "{:.1f}")
+            row[f"{meas}: step time x fp32"] = format_number(g["step_ratio_vs_fp32"].iloc[0], "{:.2f}")
         rows.append(row)
     return pd.DataFrame(rows).fillna("")
 
@@ -690,11 +689,11 @@ def memory_text(memory: pd.DataFrame) -> str:
                 & (kept["kind"] == "float activations")
             ]["bytes_per_image"].sum()
             share = floats / r.bytes_per_image if r.bytes_per_image else float("nan")
-            parts.append(f"{r.measurement}: {r.ratio_vs_fp32:.1f}x less, {100 * share:.0f}% of what it keeps in float")
+            parts.append(f"{r.measurement}: {r.ratio_vs_fp32:.1f}x less, {100 * share:.0f}% of what it keeps is float")
         lines.append(f"`{method}`: " + "; ".join(parts))
     devices = ", ".join(sorted(set(memory["device"].dropna()))) if "device" in memory else ""
     return (
-        "**x less than fp32** per measured network: what autograd keeps / the step's peak / the step time as a "
+        "**x less than fp32** per measured network: what autograd keeps, the step's peak, and the step time as a "
         f"multiple of fp32's (device: {devices or 'not recorded'}). Under compressed learning the weight layers "
         "keep 1 bit per input, but batch norm keeps its float input, so what autograd keeps falls far less than "
         "the accounting: "
@@ -702,7 +701,7 @@ def memory_text(memory: pd.DataFrame) -> str:
         + ". `cl-strict` keeps only the 1-bit copy per BN-ReLU-conv unit (an inexact BN and ReLU backward). The step's "
         "peak falls less again: gradients and one layer's float temporaries remain."
         if lines
-        else "**x less than fp32** per measured network: what autograd keeps / the step's peak / the step time as a "
+        else "**x less than fp32** per measured network: what autograd keeps, the step's peak, and the step time as a "
         f"multiple of fp32's (device: {devices or 'not recorded'})."
     )
 
