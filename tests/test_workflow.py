@@ -99,7 +99,7 @@ def test_smoke_grid_report_has_every_table(smoke):
     html = (smoke / "reports/smoke/report.html").read_text()
     titles = list(load_claims(REPO / "config/claims.yaml").tables.values()) + [
         "1 Claims: what this grid tested",
-        "claims tested by this grid",
+        "tested by this grid",
         "2 Results: training curves, final errors, gaps",
         "Gaps to 32-bit, paired per seed",
         "3 Memory kept for backward",
