@@ -126,3 +126,16 @@ def tiny_imagenet(tmp_path):
     DATASETS.register("tiny_imagenet", ImageNet("tiny_imagenet", 3, 3, 32, in_memory=False, top5=True))
     yield root
     DATASETS.unregister("tiny_imagenet")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` need a CUDA device: skipped, with the reason, where there is none."""
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU (marker gpu); none here")
+        for item in gpu:
+            item.add_marker(skip)

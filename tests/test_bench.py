@@ -80,7 +80,7 @@ def test_bench_refuses_unknown_parts_and_methods(capsys):
     assert "known methods" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
+@pytest.mark.gpu
 def test_every_method_on_cuda_matches_the_cpu():
     dev = torch.device("cuda")
     s = sizes(dev)

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -410,3 +411,27 @@ def test_bad_train_arguments_are_named(arg, message, tmp_path, capsys):
         code = e.code
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_an_output_that_is_no_regular_file_or_cannot_be_written_is_refused_before_any_work(tmp_path, capsys):
+    """--output naming a FIFO, a character device or a link would be replaced by the atomic
+    write (as root, /dev/null itself); a folder that takes no file (/proc) would fail only after
+    the measurement. Each is refused first, in one paragraph, and left as it was."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    target = tmp_path / "target.json"
+    target.write_text("{}")
+    link = tmp_path / "latest.json"
+    link.symlink_to(target)
+    for output, said in (
+        (fifo, "not a regular file"),
+        ("/dev/null", "not a regular file"),
+        (link, "is a link"),
+        ("/proc/onebit.json", "takes no new file"),
+    ):
+        assert main(["bench", "--device", "cpu", "--parts", "check", "--method", "fp32", "--output", str(output)]) == 2
+        out = capsys.readouterr()
+        assert said in out.err and out.err.count("\n") == 1, out.err
+        assert "correctness" not in out.err + out.out  # nothing was measured
+    assert fifo.is_fifo() and link.is_symlink() and target.read_text() == "{}"
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")

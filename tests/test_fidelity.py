@@ -44,6 +44,7 @@ def test_exact_and_deterministic_methods():
     assert all(r["bias"] < 1e-6 for r in first)  # the first conv's input is kept exact
 
 
+@pytest.mark.slow
 def test_measured_bias_of_a_stochastic_copy_falls_with_draws_deterministic_does_not():
     """The bias seen with D draws is about sqrt(b^2 + s^2 / D): its noise part falls
     with D. (b itself is not zero for cl: 1[A + u > 1] clips activations above 1.)"""

@@ -127,6 +127,7 @@ def setup_sh(root, *args, env=None):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="checks the CPU-only machine's behaviour")
 def test_setup_installs_the_torch_build_asked_for(setup_copy):
     """`--torch cu126` on a machine that has the CPU build replaces it from PyTorch's CUDA

@@ -449,7 +449,7 @@ def test_runs_from_two_machines_stay_distinguishable_in_the_tables(tiny_fashion,
     assert summary.loc[0, "test_err_low"] <= summary.loc[0, "test_err_mean"] <= summary.loc[0, "test_err_high"]
     assert gaps(summary, metrics).empty  # no method beside the 32-bit row
     line = text.provenance_text("g", tmp_path, summary, metrics)
-    assert "**Devices:** NVIDIA H100, x86_64 (cpu, cuda)" in line and "2 runs" in line
+    assert "**Devices:** cpu, cuda (NVIDIA H100, x86_64)" in line and "2 runs" in line
 
 
 def _chromium():
@@ -458,6 +458,7 @@ def _chromium():
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
+@pytest.mark.slow
 def test_the_committed_reference_report_is_what_onebit_report_renders(tmp_path):
     """results/reference/fashion/report.html is the report of the committed tables as the
     notebook renders it now (its tally and claims table match a fresh rendering), and a
@@ -532,3 +533,115 @@ def test_the_pareto_front_and_the_memory_table_value_by_value():
     table = text.memory_overview(memory)
     assert list(table.columns) == ["method", "net: kept x less", "net: peak x less", "net: step time x fp32"]
     assert table.values.tolist() == [["fp32", "1.0", "1.0", "1.00"], ["cl", "1.9", "1.4", "1.50"]]
+
+
+REFERENCE = Path(__file__).parents[1] / "results/reference/fashion"
+
+
+def _report(folder, *extra):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "onebit", "report", str(folder), *extra],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=Path(__file__).parents[1],
+    )
+
+
+@pytest.mark.slow
+def test_the_report_escapes_run_metadata_and_derives_its_gaps(tmp_path):
+    """Hostile text in any cell the report writes into its prose (device, dataset,
+    measurement, fidelity batch) stays text; a stale gaps.csv in the folder is not read (the
+    gaps come from summary and metrics), and a folder of summary and metrics alone renders."""
+    import shutil
+
+    folder = tmp_path / "hostile"
+    shutil.copytree(REFERENCE, folder)
+    evil = "<img src=x onerror=alert(1)>"
+    for name, cols in (
+        ("summary", ["device_name", "device", "torch_version"]),
+        ("metrics", ["device_name"]),
+        ("memory", ["device"]),
+        ("fidelity", ["batch", "network"]),
+    ):
+        df = pd.read_csv(folder / f"{name}.csv")
+        for c in cols:
+            df[c] = evil
+        df.to_csv(folder / f"{name}.csv", index=False)
+    memory = pd.read_csv(folder / "memory.csv")
+    memory["measurement"] = "<svg onload=alert(2)>"
+    memory.to_csv(folder / "memory.csv", index=False)
+    gaps = pd.read_csv(folder / "gaps.csv").assign(fp32_row="ghost-row")
+    gaps.to_csv(folder / "gaps.csv", index=False)
+    proc = _report(folder, "--output", str(tmp_path / "h.html"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    page = (tmp_path / "h.html").read_text()
+    assert "<img src=x" not in page and "<svg onload" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "ghost-row" not in page and "full-fp32-8-1" in page  # the gaps were derived, not read
+    # summary and metrics alone: the gaps and the published gaps are derived
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("summary.csv", "metrics.csv"):
+        shutil.copy(REFERENCE / name, bare / name)
+    proc = _report(bare)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "6 claims tested by this grid" in (bare / "report.html").read_text()
+
+
+@pytest.mark.slow
+def test_onebit_report_refuses_bad_folders_and_outputs(tmp_path):
+    import shutil
+
+    folder = tmp_path / "ref"
+    shutil.copytree(REFERENCE, folder)
+    before = (folder / "summary.csv").read_bytes()
+    proc = _report(folder, "--output", str(folder / "summary.csv"))
+    assert proc.returncode == 2 and "summary.csv" in proc.stderr and (folder / "summary.csv").read_bytes() == before
+    committed = (folder / "report.html").read_bytes()
+    proc = _report(folder, "--output", "")
+    assert proc.returncode == 2 and "empty" in proc.stderr and (folder / "report.html").read_bytes() == committed
+    assert _report(tmp_path / "nowhere").returncode == 2
+    summary = pd.read_csv(folder / "summary.csv")
+    summary.drop(columns=["seeds"]).to_csv(folder / "summary.csv", index=False)
+    proc = _report(folder)
+    assert proc.returncode == 2 and "summary: missing column(s) seeds" in proc.stderr, proc.stderr
+    summary.assign(test_err_mean="eleven").to_csv(folder / "summary.csv", index=False)
+    proc = _report(folder)
+    assert proc.returncode == 2 and "column test_err_mean holds 'eleven'" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_diverged_run_leaves_no_gap_and_a_twice_listed_baseline_gives_one(tmp_path):
+    summary = pd.DataFrame(
+        {
+            "row": ["f", "f2", "w"],
+            "method": ["fp32", "fp32", "w1"],
+            "recipe": ["r", "r", "r"],
+            "dataset": "fashion_mnist",
+            "arch": "wrn",
+            "depth": 8,
+            "width": 1.0,
+            "test_err_mean": [0.0] * 3,
+        }
+    )
+    runs = [("f", s, 10.0 + s) for s in range(3)] + [("f2", s, 10.0 + s) for s in range(3)]
+    g = paired_gaps(summary, _runs(*runs, ("w", 0, 12.0), ("w", 1, 13.0), ("w", 2, 14.5)))
+    assert len(g) == 1 and g.loc[0, "fp32_row"] == "f" and g.loc[0, "gap"] == pytest.approx(2.1666667)
+    diverged = _runs(*runs, ("w", 0, 12.0), ("w", 1, float("nan")), ("w", 2, 14.5))
+    g = paired_gaps(summary, diverged)
+    assert pd.isna(g.loc[0, "gap"]) and g.loc[0, "pairs"] == 0  # not a gap over the seeds that did not diverge
+    from onebit.grid import load_grid
+    from onebit.report.tables import summarize
+
+    head = "row\ttable\tdataset\tarch\tdepth\twidth\tmethod\tepochs\tseeds\n"
+    body = "".join(f"{r}\tt\tfashion_mnist\twrn\t8\t1\t{m}\t3\t0,1,2\n" for r, m in (("f", "fp32"), ("w", "w1")))
+    (tmp_path / "g.tsv").write_text(head + body)
+    grid = load_grid(tmp_path / "g.tsv", check=False)
+    metrics = diverged[diverged["row"] != "f2"].assign(epoch_seconds=1.0)
+    s = summarize(metrics, grid, load_published(CONFIG / "published.tsv")).set_index("row")
+    assert s.loc["w", "diverged"] == 1 and pd.isna(s.loc["w", "test_err_mean"]) and s.loc["w", "seeds"] == 3
+    assert s.loc["f", "diverged"] == 0 and s.loc["f", "test_err_mean"] == 11.0

@@ -414,7 +414,7 @@ def test_checkpoint_format_versions(tiny_fashion, tmp_path):
     assert final["test_top1_err"] == ref["test_top1_err"]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
+@pytest.mark.gpu
 @pytest.mark.parametrize("method", ["fp32", "w1+cl", "cl-strict"])
 def test_resumed_run_on_cuda(tiny_fashion, tmp_path, method):
     """On a GPU (channels_last, data on the device, bf16): a run stopped after one epoch

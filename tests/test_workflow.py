@@ -162,7 +162,7 @@ def test_lint_and_format(workdir):
 def test_python_is_linted_and_formatted():
     """ruff's small rule set (pyflakes, pycodestyle, import order; line length 120, in
     pyproject.toml) and its formatter, over the package, the tests, the scripts and benchmarks."""
-    paths = ["src", "tests", "workflow/scripts", "benchmarks"]
+    paths = ["src", "tests", "workflow/scripts", "benchmarks", "docs/examples"]
     lint = subprocess.run([sys.executable, "-m", "ruff", "check", *paths], cwd=REPO, capture_output=True, text=True)
     assert lint.returncode == 0, lint.stdout[-3000:]
     fmt = subprocess.run(
@@ -330,6 +330,7 @@ def test_threads_are_shared_among_a_jobs_processes(workdir, tmp_path):
     assert "OMP_NUM_THREADS=4 ONEBIT_GPUS=2 ONEBIT_ROW=g onebit_launch 1 2 train" in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_a_row_across_nodes_asks_slurm_for_one_torchrun_per_node_and_is_refused_locally(workdir, tmp_path):
     """nodes=2, gpus=4, cpus=16: one job of two nodes (--nodes=2, one task per node, 4 GPUs
     per node; the plugin's mpi path, so that the job's shell line runs srun itself), 4
@@ -414,6 +415,7 @@ def test_gpu_row_never_trains_on_the_cpu(workdir, tmp_path):
     assert env["device"] == "cpu"
 
 
+@pytest.mark.slow
 @needs_fashion
 def test_stage_data_copies_a_jobs_dataset_to_the_node_and_removes_it(workdir, tmp_path):
     """config stage_data='$VAR' reaches every training job unexpanded and is expanded where
@@ -629,6 +631,7 @@ BAD_DEPTH = (
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("as_module", [False, True])
 def test_a_row_whose_network_cannot_be_built_is_refused_before_any_job(workdir, tmp_path, as_module):
     """In a dry run, and where the workflow is used as a module (whose onstart handler

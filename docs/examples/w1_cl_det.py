@@ -8,6 +8,12 @@ It reuses the registered pieces: ``sign_he`` (the paper's 1-bit weights) and
 from onebit import Method, register_method
 from onebit.methods.quantizers import deterministic_binary, sign_he
 
-register_method(Method(
-    "w1+cl-det", "1-bit weights and compressed learning with the deterministic threshold 1[A > 0.5]",
-    weight_quantizer=sign_he, weight_bits=1, act_quantizer=deterministic_binary))
+register_method(
+    Method(
+        "w1+cl-det",
+        "1-bit weights and compressed learning with the deterministic threshold 1[A > 0.5]",
+        weight_quantizer=sign_he,
+        weight_bits=1,
+        act_quantizer=deterministic_binary,
+    )
+)

@@ -38,6 +38,14 @@ def _positive(kind):
     return parse
 
 
+def _width(text):
+    """A WRN width k: a positive float up to 1000 (as the training configuration takes)."""
+    v = _positive(float)(text)
+    if v > 1000:
+        raise argparse.ArgumentTypeError(f"expected a width up to 1000, got {text!r}")
+    return v
+
+
 def _int_in(lo: int, hi: int):
     def parse(text):
         try:
@@ -121,12 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="fp32,w1,cl,cl-strict,w1+cl",
         help="method, comma-separated methods, or 'all' (default: %(default)s)",
     )
-    m.add_argument("--image-size", type=_positive(int), default=224)
-    m.add_argument("--batch-size", type=_positive(int), default=256)
+    m.add_argument("--image-size", type=_int_in(1, 65_536), default=224)
+    m.add_argument("--batch-size", type=_int_in(1, 10_000_000), default=256)
     m.add_argument("--depth", type=_int_in(1, 1000), default=20, help="depth of a wide ResNet (wrn: 6n+2)")
-    m.add_argument("--width", type=_positive(float), default=10, help="WRN width k")
-    m.add_argument("--num-classes", type=_positive(int), default=None)
-    m.add_argument("--in-channels", type=_positive(int), default=None)
+    m.add_argument("--width", type=_width, default=10, help="WRN width k (up to 1000)")
+    m.add_argument("--num-classes", type=_int_in(1, 1_000_000), default=None)
+    m.add_argument("--in-channels", type=_int_in(1, 4096), default=None)
     m.add_argument("--seed", type=_int_in(0, 2**63 - 2), default=0)
     m.add_argument("--device", default="cpu")
     m.add_argument(
@@ -142,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="memory budget (e.g. 512MiB, 2GB): find the largest batch that fits it",
     )
-    m.add_argument("--max-batch", type=_positive(int), default=4096, help="upper limit of the largest-batch search")
+    m.add_argument(
+        "--max-batch", type=_int_in(1, 10_000_000), default=4096, help="upper limit of the largest-batch search"
+    )
     m.add_argument("--json", action="store_true", help="print JSON instead of a table")
     m.add_argument("--output", default=None, help="write the JSON to this file (atomically)")
     m.set_defaults(func=cmd_memory)
@@ -159,9 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.add_argument("--arch", default="wrn")
     f.add_argument("--depth", type=_int_in(1, 1000), default=8, help="depth of a wide ResNet (wrn: 6n+2)")
-    f.add_argument("--width", type=_positive(float), default=1, help="WRN width k")
-    f.add_argument("--num-classes", type=_positive(int), default=None)
-    f.add_argument("--in-channels", type=_positive(int), default=None)
+    f.add_argument("--width", type=_width, default=1, help="WRN width k (up to 1000)")
+    f.add_argument("--num-classes", type=_int_in(1, 1_000_000), default=None)
+    f.add_argument("--in-channels", type=_int_in(1, 4096), default=None)
     f.add_argument("--checkpoint", default=None, help="take the network (and its weights) from a checkpoint")
     f.add_argument(
         "--dataset", default=None, help="take the batch from this dataset's test split (default: uniform noise)"
@@ -171,8 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("ONEBIT_DATA_ROOT", "data"),
         help="folder of datasets (default: %(default)s, or $ONEBIT_DATA_ROOT)",
     )
-    f.add_argument("--image-size", type=_positive(int), default=32)
-    f.add_argument("--batch-size", type=_positive(int), default=64)
+    f.add_argument("--image-size", type=_int_in(1, 65_536), default=32)
+    f.add_argument("--batch-size", type=_int_in(1, 10_000_000), default=64)
     f.add_argument("--draws", type=_int_in(2, 100_000), default=32)
     f.add_argument("--seed", type=_int_in(0, 2**63 - 2), default=0)
     f.add_argument("--output", default=None, help="write JSON rows to this file (atomically)")
@@ -311,7 +321,11 @@ def _failure(e: BaseException) -> tuple[int, str]:
             f"failed: {str(e).splitlines()[0][:300] if str(e) else type(e).__name__}. Re-run with --debug "
             "for the traceback."
         )
-    return 3, (
+    from .errors import ReportCrashed
+
+    if isinstance(e, ReportCrashed):
+        return 70, f"internal error: {e}. Please report it with this message."
+    return 70, (
         f"internal error ({type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}). Re-run "
         "with --debug for the traceback and report it."
     )

@@ -54,6 +54,31 @@ def _check_output(output: "str | None", *inputs, inside: "str | None" = None) ->
             f"the output {output} lies inside {inside}, which this command reads; choose a path "
             "outside it (nothing was written)"
         )
+    _check_writable(output, Path(output))
+
+
+def _check_writable(output, path: Path) -> None:
+    """Before any work: the output is a regular file or nothing yet (a FIFO, a device or a
+    link would be replaced by the atomic write), and its folder takes a new file."""
+    import stat
+    import tempfile
+
+    if path.is_symlink() or (path.exists() and not stat.S_ISREG(path.stat().st_mode)):
+        raise UserError(
+            f"the output {output} is {'a link' if path.is_symlink() else 'not a regular file'}; the output is "
+            "written as a new regular file that would replace it: give a path to a file (nothing was written)"
+        )
+    folder = path.resolve().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".onebit-check-"):
+            pass
+    except OSError as e:
+        raise UserError(
+            f"the output {output} cannot be written: {folder} takes no new file ({e.strerror}); choose "
+            "another folder (nothing was measured or written)"
+        ) from None
 
 
 def _checkpoint_config(ckpt, path) -> dict:
@@ -105,7 +130,7 @@ def cmd_memory(args) -> int:
     from .measure.memory import measure, require_memory
     from .measure.steps import benchmark
     from .methods import get_method
-    from .units import format_bytes
+    from .units import format_bytes, format_number
 
     _fmt_b = format_bytes
 
@@ -174,7 +199,7 @@ def cmd_memory(args) -> int:
     print("-" * len(head))
 
     def ratio(v, fmt="{:.1f}"):
-        return fmt.format(v) if v else "-"
+        return format_number(v or None, fmt, missing="-")
 
     for r in rows:
         parts = ", ".join(f"{k} {_fmt_b(v / r['batch_size'])}" for k, v in r["saved_breakdown"].items())
@@ -277,7 +302,10 @@ def cmd_export(args) -> int:
     from . import create_model
     from .export import export_packed
     from .runio import CorruptCheckpoint, load_checkpoint, previous_checkpoint
+    from .units import format_bytes
 
+    if not str(args.checkpoint).strip():
+        raise UserError("the checkpoint path is empty; give a run's checkpoint.pt")
     out = args.output or os.path.splitext(args.checkpoint)[0] + ".onebit"
     _check_output(out, args.checkpoint, previous_checkpoint(args.checkpoint))
     try:
@@ -301,8 +329,8 @@ def cmd_export(args) -> int:
         raise UserError(str(e))
     n_params = sum(p.numel() for p in model.parameters())
     print(
-        f"wrote {out}: {size:,} bytes ({size / 1e6:.2f} MB) for {n_params:,} parameters "
-        f"({n_params * 4 / 1e6:.1f} MB at 32 bits, {n_params * 4 / size:.1f}x smaller)"
+        f"wrote {out}: {size:,} bytes ({format_bytes(size)}) for {n_params:,} parameters "
+        f"({format_bytes(n_params * 4)} at 32 bits, {n_params * 4 / size:.1f}x smaller)"
     )
     return 0
 
@@ -419,8 +447,9 @@ def cmd_report(args) -> int:
     import tempfile
     from pathlib import Path
 
+    from .errors import ReportCrashed
     from .report.claims import load_claims
-    from .report.load import load_results
+    from .report.load import TABLES, load_results
     from .report.tables import load_published
     from .runio import atomic_write_bytes
 
@@ -433,8 +462,9 @@ def cmd_report(args) -> int:
     if not published.exists():
         raise UserError(f"{published}: no such file of published numbers; give --published (see config/published.tsv)")
     load_claims(published, load_published(published))
-    output = args.output or str(results / "report.html")
-    _check_output(output)
+    output = args.output if args.output is not None else str(results / "report.html")
+    inputs = [results / f"{name}.{ext}" for name in TABLES for ext in ("csv", "parquet")]
+    _check_output(output, *[str(p) for p in inputs if p.exists()], str(published))
     notebook = repo / "workflow" / "notebooks" / "report.ipynb"
     if not notebook.exists():
         raise UserError(f"{notebook}: the report notebook is missing; onebit report runs from a checkout of onebit")
@@ -451,7 +481,7 @@ def cmd_report(args) -> int:
             proc = subprocess.run(step, capture_output=True, text=True)
             if proc.returncode:
                 doing = "executing the notebook" if step is steps[0] else "converting it to HTML"
-                raise UserError(f"the report of {results} failed while {doing}: {proc.stderr.strip()[-2000:]}")
+                raise ReportCrashed(f"the report of {results} failed while {doing}: {proc.stderr.strip()[-2000:]}")
         atomic_write_bytes(output, (Path(tmp) / "report.html").read_bytes())
     print(f"report: {output}")
     return 0

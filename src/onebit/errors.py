@@ -5,7 +5,8 @@ reaches the command line (a ``ValueError`` from a bug, say) is shown as an inter
 that asks for ``--debug`` and a report. Exit codes: 2 a bad argument, setting, grid or
 plugin; 3 bad data, a damaged file or a run that cannot go on (4, a file that cannot be
 written, comes from ``OSError`` in :mod:`onebit.cli`; 75, training stopped by SIGUSR1 or
-SIGTERM after saving a checkpoint, to be run again; 130, Ctrl-C).
+SIGTERM after saving a checkpoint, to be run again; 70, an internal error: a bug, to be
+reported with the traceback of ``--debug``; 130, Ctrl-C).
 """
 
 from __future__ import annotations
@@ -85,3 +86,8 @@ class Interrupted(OnebitError):
     75, EX_TEMPFAIL: run the same command again, or let the cluster resubmit, to continue)."""
 
     exit_code = 75
+
+
+class ReportCrashed(Exception):
+    """The report notebook failed on tables that passed their checks: a bug (exit 70, with
+    the notebook's error), not a user error."""

@@ -21,7 +21,7 @@ rule report:
         "../../envs/onebit.yaml"
     params:
         grid=GRID_NAME,
-        results=RES,
+        results=lambda wc, input: os.path.dirname(input.summary),
         outdir=lambda wc, output: os.path.dirname(output.html),
     shell:
         "(onebit_py -m papermill --no-progress-bar {input.notebook:q} {output.notebook:q}"

@@ -22,6 +22,7 @@ from typing import Callable, Optional
 
 from ..config import STAGE_PATTERN, check_stage_data  # noqa: F401
 from ..errors import ConfigError, Interrupted
+from ..units import format_bytes
 from .formats import DatasetError
 
 
@@ -131,7 +132,7 @@ def staged(
             ds.stage(source, target, stop)
             files = _files(target)
             log(
-                f"data staged to {target}: {len(files):,} files, {sum(files.values()) / 2**20:,.1f} MiB "
+                f"data staged to {target}: {len(files):,} files, {format_bytes(sum(files.values()))} "
                 f"in {time.perf_counter() - t0:.1f} s (from {source})"
             )
         wait()

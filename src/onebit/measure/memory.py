@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from ..methods import get_method
 from ..models import layers
 from ..models.layers import Act, QConv2d, QLinear
+from ..units import format_bytes
 
 
 def _key(t: Tensor):
@@ -211,6 +212,6 @@ def require_memory(arch: str, image_size: int, batch_size: int, device, in_chann
     if need > have:
         raise MemoryError(
             f"{arch} at {image_size}x{image_size}x{in_channels}, batch {batch_size} needs about "
-            f"{need / 2**30:.1f} GiB for a training step, the {torch.device(device).type} has "
-            f"{have / 2**30:.1f} GiB"
+            f"{format_bytes(need)} for a training step, the {torch.device(device).type} has "
+            f"{format_bytes(have)}"
         )

@@ -156,6 +156,10 @@ def summarize(metrics: pd.DataFrame, grid: pd.DataFrame, published: pd.DataFrame
     interval = last.groupby("row")["top1_err"].apply(lambda v: mean_interval(v)[3:])
     agg["test_err_low"] = interval.map(lambda t: t[0])
     agg["test_err_high"] = interval.map(lambda t: t[1])
+    # a run whose final error is not a number (diverged) leaves its row without a result,
+    # rather than a mean over the other seeds that reads as the row's
+    agg["diverged"] = last.groupby("row")["top1_err"].apply(lambda v: int((~v.map(math.isfinite)).sum()))
+    agg.loc[agg["diverged"] > 0, ["test_err_mean", "test_err_std", "test_err_low", "test_err_high"]] = math.nan
     if "top5_err" in last:
         agg["test_top5_mean"] = last.groupby("row")["top5_err"].mean()
     agg["wall_seconds"] = metrics.groupby("row")["epoch_seconds"].sum() / agg["seeds"]
@@ -229,14 +233,23 @@ def gaps(summary: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     from .stats import mean_interval
 
     last = final_errors(metrics).set_index(["row", "seed"])["top1_err"]
-    base = summary[summary["method"] == "fp32"][["recipe", "row"]].rename(columns={"row": "fp32_row"})
+    # one baseline per recipe: the first 32-bit row (a grid may list the same baseline under
+    # two tables; fp32_row names the one used)
+    base = (
+        summary[summary["method"] == "fp32"][["recipe", "row"]]
+        .drop_duplicates("recipe")
+        .rename(columns={"row": "fp32_row"})
+    )
     out = summary[summary["method"] != "fp32"].merge(base, on="recipe", how="inner")
     rows = []
     for r in out.itertuples():
         mine = last.xs(r.row, level="row") if r.row in last.index.get_level_values("row") else pd.Series(dtype=float)
         ref = last.xs(r.fp32_row, level="row") if r.fp32_row in last.index.get_level_values("row") else mine[:0]
         seeds = sorted(set(mine.index) & set(ref.index))
-        mean, sd, n, low, high = mean_interval([mine[s] - ref[s] for s in seeds])
+        diffs = [mine[s] - ref[s] for s in seeds]
+        if any(not math.isfinite(d) for d in diffs):  # a diverged run: no gap, rather than one without it
+            diffs = [math.nan]
+        mean, sd, n, low, high = mean_interval(diffs)
         rows.append(
             {
                 "fp32_err": ref[seeds].mean() if seeds else math.nan,
@@ -339,20 +352,23 @@ def fidelity_table(json_path) -> pd.DataFrame:
     """Tidy gradient-fidelity table: one line per (method, layer), errors relative to
     the exact gradient's norm (see :mod:`onebit.measure.fidelity`)."""
     rows = json.loads(Path(json_path).read_text())
-    cols = [
-        "method",
-        "layer",
-        "index",
-        "params",
-        "exact_norm",
-        "bias",
-        "std",
-        "rmse",
-        "noise_floor",
-        "draws",
-        "seed",
-        "network",
-        "batch",
-        "batch_size",
-    ]
-    return pd.DataFrame(rows, columns=cols)
+    return pd.DataFrame(rows, columns=FIDELITY_COLUMNS)
+
+
+#: the columns of :func:`fidelity_table`
+FIDELITY_COLUMNS = [
+    "method",
+    "layer",
+    "index",
+    "params",
+    "exact_norm",
+    "bias",
+    "std",
+    "rmse",
+    "noise_floor",
+    "draws",
+    "seed",
+    "network",
+    "batch",
+    "batch_size",
+]

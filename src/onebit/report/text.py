@@ -24,6 +24,14 @@ VERDICTS = {
 }
 
 
+def esc(value) -> str:
+    """A value from the tables, safe inside Markdown or HTML text: grid cells and run
+    metadata are user text, and Markdown passes a well-formed HTML tag through."""
+    import html
+
+    return html.escape(str(value))
+
+
 def dataset_name(name) -> str:
     """A registered dataset's title; an unregistered name (a plugin's, not loaded here) as it is."""
     from ..data import DATASETS
@@ -131,7 +139,7 @@ GAP_WORDS = {
     "smaller": "gap smaller than the paper's: its whole 95 % interval lies below",
     "one seed": "one seed: no interval to compare with",
     "no gap": "no gap to compare (no 32-bit row of the same recipe, or no published gap)",
-    "baseline": "the 32-bit baseline the gaps are taken against (judged through them)",
+    "baseline": "the 32-bit baseline the gaps are taken against, judged through them",
 }
 
 #: the colour class of each outcome on the first screen: held, not held, differs, undecided
@@ -362,11 +370,11 @@ def table_text(table: str, summary: pd.DataFrame, gaps: pd.DataFrame, grid: str)
     rows = reproduced_table(summary, table)
     if rows.empty:
         return (
-            f"The grid `{grid}` runs no row of this table; the published numbers are shown "
+            f"The grid `{esc(grid)}` runs no row of this table; the published numbers are shown "
             "alone. `snakemake --cores all --resources gpu=1 --config grid=paper` runs them on a GPU "
             "machine with the data."
         )
-    text = [f"Rows run by the grid `{grid}`: {len(rows)} on {', '.join(sorted(set(rows['dataset'])))}."]
+    text = [f"Rows run by the grid `{esc(grid)}`: {len(rows)} on {esc(', '.join(sorted(set(rows['dataset']))))}."]
     if "Fashion-MNIST" in set(rows["dataset"]):
         text.append(
             "They run on **Fashion-MNIST** with small networks: their errors are not the paper's "
@@ -376,7 +384,7 @@ def table_text(table: str, summary: pd.DataFrame, gaps: pd.DataFrame, grid: str)
     mine = gaps[gaps["row"].isin(rows["row"])]
     if len(mine):
         parts = [
-            f"{r.method} on {dataset_name(r.dataset)} {network(r._asdict())}: {r.gap:+.2f}"
+            f"{esc(r.method)} on {esc(dataset_name(r.dataset))} {esc(network(r._asdict()))}: {r.gap:+.2f}"
             for r in _method_sort(mine).itertuples()
         ]
         text.append("Gap to the 32-bit row of the same recipe (points of test error): " + "; ".join(parts) + ".")
@@ -384,11 +392,11 @@ def table_text(table: str, summary: pd.DataFrame, gaps: pd.DataFrame, grid: str)
     if len(diffs):
         worst = diffs.loc[diffs["diff_vs_paper"].abs().idxmax()]
         text.append(
-            f"Largest difference from the published value: {worst['row']} ({worst['diff_vs_paper']:+.2f} points)."
+            f"Largest difference from the published value: {esc(worst['row'])} ({worst['diff_vs_paper']:+.2f} points)."
         )
     missing = summary[summary["row"].isin(rows["row"]) & summary["test_err_mean"].isna()]
     if len(missing):
-        text.append(f"Rows without a result: {', '.join(missing['row'])}.")
+        text.append(f"Rows without a result: {esc(', '.join(missing['row']))}.")
     return " ".join(text)
 
 
@@ -654,14 +662,14 @@ def provenance_text(grid: str, res, summary: pd.DataFrame, metrics: pd.DataFrame
 
     def values(col):
         vals = sorted({v for s in summary.get(col, pd.Series(dtype=str)).dropna() for v in str(s).split(", ") if v})
-        return ", ".join(vals) or "not recorded"
+        return esc(", ".join(vals)) or "not recorded"
 
     revs = values("git_revision")
     revs = ", ".join(r[:10] for r in revs.split(", ")) if revs != "not recorded" else revs
     epoch_min = metrics["epoch_seconds"].sum() / 60 if "epoch_seconds" in metrics else float("nan")
     return (
-        f"**Grid:** `{grid}` ({summary['row'].nunique()} rows, {runs} runs; tables: `{res}`). "
-        f"**Code:** {revs}. **Devices:** {values('device_name')} ({values('device')}); "
+        f"**Grid:** `{esc(grid)}` ({summary['row'].nunique()} rows, {runs} runs; tables: `{esc(res)}`). "
+        f"**Code:** {revs}. **Devices:** {values('device')} ({values('device_name')}); "
         f"torch {values('torch_version')}. "
         f"**Training epochs:** {epoch_min:.1f} device-minutes summed over the runs (runs share the machine and "
         "overlap; the pipeline's wall time also holds data preparation, evaluation and the measurements)."
@@ -671,7 +679,7 @@ def provenance_text(grid: str, res, summary: pd.DataFrame, metrics: pd.DataFrame
 def other_data(summary: pd.DataFrame, published: pd.DataFrame) -> list:
     """The titles of the datasets this grid trains on that no published number uses."""
     mine = set(summary["dataset"].dropna()) - set(published["dataset"].dropna())
-    return sorted(dataset_name(d) for d in mine)
+    return sorted(esc(dataset_name(d)) for d in mine)
 
 
 def memory_text(memory: pd.DataFrame) -> str:
@@ -689,9 +697,11 @@ def memory_text(memory: pd.DataFrame) -> str:
                 & (kept["kind"] == "float activations")
             ]["bytes_per_image"].sum()
             share = floats / r.bytes_per_image if r.bytes_per_image else float("nan")
-            parts.append(f"{r.measurement}: {r.ratio_vs_fp32:.1f}x less, {100 * share:.0f}% of what it keeps is float")
-        lines.append(f"`{method}`: " + "; ".join(parts))
-    devices = ", ".join(sorted(set(memory["device"].dropna()))) if "device" in memory else ""
+            parts.append(
+                f"{esc(r.measurement)}: {r.ratio_vs_fp32:.1f}x less, {100 * share:.0f}% of what it keeps is float"
+            )
+        lines.append(f"`{esc(method)}`: " + "; ".join(parts))
+    devices = esc(", ".join(sorted(set(memory["device"].dropna().astype(str))))) if "device" in memory else ""
     return (
         "**x less than fp32** per measured network: what autograd keeps, the step's peak, and the step time as a "
         f"multiple of fp32's (device: {devices or 'not recorded'}). Under compressed learning the weight layers "
