@@ -1,4 +1,6 @@
-"""Forward values and gradients of every method against hand-written references."""
+"""onebit.ops and the layers built on them: forward values and gradients of the Functions
+(bit packing, compressed learning, the shortcut pool, the strict BN-ReLU) against
+hand-written references."""
 
 import math
 
