@@ -89,3 +89,25 @@ def test_every_method_on_cuda_matches_the_cpu():
     for m in list_methods():
         for r in check_method(m, dev, s):
             assert r["ok"] is not False, r
+
+
+def test_a_row_of_unknown_size_is_refused_before_any_step_is_timed(tiny_fashion, tmp_path, monkeypatch):
+    """The cost of a row needs its number of training images: a dataset that does not say
+    (train_images 0) and a row without train_subset are refused before the bench times a step."""
+    import onebit.measure.bench as bench
+    from onebit.errors import UserError
+
+    timed = []
+    monkeypatch.setattr(bench, "_step_time", lambda *a, **k: timed.append(a) or 0.01)
+    grid = tmp_path / "g.tsv"
+    head = "row\ttable\tdataset\tarch\tdepth\twidth\tmethod\tepochs\tseeds\tbatch_size\ttrain_subset\n"
+    grid.write_text(
+        head
+        + "a\tt\tfashion_mnist\twrn\t8\t0.25\tfp32\t1\t0\t32\t\nb\tt\ttiny_fashion\twrn\t8\t0.25\tfp32\t1\t0\t32\t\n"
+    )
+    with pytest.raises(UserError, match=r"row 'b': dataset 'tiny_fashion' does not say how many training images"):
+        bench.cost(grid, torch.device("cpu"), sizes(torch.device("cpu")), log=lambda *_: None)
+    assert timed == []
+    grid.write_text(head + "b\tt\ttiny_fashion\twrn\t8\t0.25\tfp32\t1\t0\t32\t64\n")  # train_subset: known
+    rows = bench.cost(grid, torch.device("cpu"), sizes(torch.device("cpu")), log=lambda *_: None)
+    assert len(timed) == 1 and len(rows) == 1

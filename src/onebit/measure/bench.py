@@ -350,6 +350,13 @@ def cost(grid_path, device: torch.device, s: Sizes, log=print) -> list[dict]:
     from ..grid import load_grid
 
     grid = load_grid(grid_path)
+    for r in grid.itertuples():  # before any measurement: every row's number of images is known
+        if not (r.train_subset or get_dataset(r.dataset).train_images):
+            raise UserError(
+                f"grid {grid_path}, row {r.row!r}: dataset {r.dataset!r} does not say how many "
+                "training images it has (its train_images); set train_subset on the row, or "
+                "register the dataset with train_images"
+            )
     measured: dict = {}
     rows = []
     for r in grid.itertuples():
@@ -365,12 +372,6 @@ def cost(grid_path, device: torch.device, s: Sizes, log=print) -> list[dict]:
             measured[key] = _step_time(r.arch, kw, shape, r.method, batch, ds.num_classes, device, s)
         step = measured[key] * per_gpu / batch  # per-GPU step time at the row's batch
         images = r.train_subset or ds.train_images
-        if not images:
-            raise UserError(
-                f"grid {grid_path}, row {r.row!r}: dataset {r.dataset!r} does not say how many "
-                "training images it has (its train_images); set train_subset on the row, or "
-                "register the dataset with train_images"
-            )
         steps = math.ceil(images / r.batch_size)
         hours = r.epochs * steps * step / 3600
         rows.append(
