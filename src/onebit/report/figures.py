@@ -275,6 +275,13 @@ def gap_vs_baseline(ours: pd.DataFrame, paper: pd.DataFrame, summary: pd.DataFra
             zorder=5,
             label="published gap of the row it stands for",
         )
+        from .text import dataset_name
+
+        for r in pub.itertuples():  # which paper dataset each cross is
+            ax.annotate(
+                dataset_name(r.dataset), (r.gap, order.index(r.method)), xytext=(0, 7), textcoords="offset points",
+                fontsize=6, ha="center",
+            )  # fmt: skip
         ax.set_yticks(range(len(order)), order)
         ax.axvline(0, color="grey", lw=0.8)
         ax.set_xlabel("method − 32-bit test error (percentage points)")
