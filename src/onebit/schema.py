@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 GRID_SCHEMA = "workflow/schemas/grid.schema.yaml"
 CONFIG_SCHEMA = "workflow/schemas/config.schema.yaml"
 CONFIG_README = "config/README.md"
+RUN_DIRECTORY = "docs/run-directory.md"
 _JSON_TYPE = {int: "integer", float: "number", bool: "boolean", str: "string"}
 
 
@@ -111,7 +112,13 @@ def config_readme() -> str:
 
 
 def generated() -> dict:
-    return {GRID_SCHEMA: yaml.safe_dump(grid_schema(), sort_keys=False, width=100), CONFIG_README: config_readme()}
+    from .runschema import docs
+
+    return {
+        GRID_SCHEMA: yaml.safe_dump(grid_schema(), sort_keys=False, width=100),
+        CONFIG_README: config_readme(),
+        RUN_DIRECTORY: docs(),
+    }
 
 
 def main(argv=None) -> int:

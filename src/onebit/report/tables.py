@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import ConfigError, InconsistentRun
+from ..runschema import check_run
 
 
 def tidy_metrics(final_paths: list, grid: pd.DataFrame) -> pd.DataFrame:
@@ -28,18 +29,13 @@ def tidy_metrics(final_paths: list, grid: pd.DataFrame) -> pd.DataFrame:
     for path in final_paths:
         run = Path(path).parent
         row_id, seed = run.parent.name, run.name.removeprefix("seed")
-        try:
-            final = json.loads(Path(path).read_text())
-            df = pd.read_json(run / "metrics.jsonl", lines=True)
-        except ValueError as e:
-            raise InconsistentRun(
-                f"{run}: final.json or metrics.jsonl is not readable ({e}): the run directory "
-                "was damaged. Delete it and run the pipeline again to retrain it."
-            ) from None
+        final, lines, env = check_run(run)  # the run-directory contract (docs/run-directory.md)
+        df = pd.DataFrame(lines)
+        if "epoch_seconds" not in df:
+            df["epoch_seconds"] = 0.0  # optional: a producer that does not time its epochs
         _check_against_grid(run, final, grid.loc[row_id] if row_id in grid.index else None, seed)
         _check_against_final(run, df, final)
         df.insert(0, "row", row_id)
-        env = _env(run)
         for col in PROVENANCE:
             df[col] = env.get(col)
         frames.append(df)
@@ -53,14 +49,6 @@ def tidy_metrics(final_paths: list, grid: pd.DataFrame) -> pd.DataFrame:
 PROVENANCE = ["device", "device_name", "torch_version", "git_revision", "git_dirty", "hostname"]
 
 
-def _env(run: Path) -> dict:
-    try:
-        env = json.loads((run / "env.json").read_text())
-    except (OSError, ValueError):
-        return {}  # an older run without env.json: provenance unknown, said as empty cells
-    return env if isinstance(env, dict) else {}
-
-
 def _check_against_grid(run: Path, final: dict, row, seed: str) -> None:
     """The run must be the one its grid row and seed ask for (a run copied from another
     row, or a grid edited after its runs finished, would be silently mislabelled)."""
@@ -69,7 +57,8 @@ def _check_against_grid(run: Path, final: dict, row, seed: str) -> None:
     if row is None:
         raise InconsistentRun(f"{run}: the grid has no row {run.parent.name!r}")
     wanted = {c: row[c] for c in RUN_COLUMNS if c in final}
-    wanted["seed"] = int(seed) if seed.isdigit() else seed
+    if "seed" in final:  # a producer may leave it out: the directory names the seed
+        wanted["seed"] = int(seed) if seed.isdigit() else seed
     differ = {c: (final.get(c), v) for c, v in wanted.items() if final.get(c) != v}
     if differ:
         raise InconsistentRun(
