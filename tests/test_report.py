@@ -363,6 +363,8 @@ def test_a_gap_agrees_with_the_papers_only_inside_its_interval():
     assert text.claims_table(_scale_case(0.1, 1.5, 0.2, 2.8), CLAIMS).iloc[0]["status"] == "failed"
     assert text.claims_table(_scale_case(3.0, 1.5, 0.2, 2.8), CLAIMS).iloc[0]["status"] == "differs"
     assert text.claims_table(_scale_case(None, None, None, None, "fp32"), CLAIMS).empty  # a baseline is no claim
+    line = text.claims_table(_scale_case(None, 1.5, 0.2, 2.8), CLAIMS).iloc[0]
+    assert line["published"] == "error 6.00 (no 32-bit row of it published: no gap)" and line["status"] == "undecided"
 
 
 def _memory(method, kept_ratio, peak_ratio, floats, total):

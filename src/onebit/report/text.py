@@ -250,7 +250,11 @@ def claims_table(verdicts: pd.DataFrame, claims: Claims) -> pd.DataFrame:
         net = _claim_network(v.arch, v.depth, v.width, v.epochs)
         claim = f"{what}, {dataset_name(v.dataset)}, {net}"
         if v.verdict == "scale":
-            published = f"gap {format_number(v.claimed_gap, '{:+.2f}')} (error {v.claim:.2f})"
+            published = (
+                f"gap {v.claimed_gap:+.2f} (error {v.claim:.2f})"
+                if pd.notna(v.claimed_gap)
+                else f"error {v.claim:.2f} (no 32-bit row of it published: no gap)"
+            )
             reproduced = (
                 f"gap {mean_interval_text(v.gap, v.gap_low, v.gap_high, '{:+.2f}', v.pairs)}"
                 f" on {dataset_name(v.run_dataset)} "
