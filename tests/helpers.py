@@ -165,3 +165,10 @@ words = st.one_of(
 
 
 cell = st.one_of(numbers, words)
+
+
+def chromium():
+    """Chromium's command where it is installed (.ci/run installs Debian's), else None."""
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import tiny_cfg
+from helpers import chromium, tiny_cfg
 from onebit.errors import ConfigError
 from onebit.report import text
 from onebit.report.claims import Claims, load_claims, table_changes, verdicts
@@ -454,12 +454,6 @@ def test_runs_from_two_machines_stay_distinguishable_in_the_tables(tiny_fashion,
     assert "**Devices:** cpu, cuda (NVIDIA H100, x86_64)" in line and "2 runs" in line
 
 
-def _chromium():
-    import shutil
-
-    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-
-
 @pytest.mark.slow
 def test_the_committed_reference_report_is_what_onebit_report_renders(tmp_path):
     """results/reference/fashion/report.html is the report of the committed tables as the
@@ -495,7 +489,7 @@ def test_the_committed_reference_report_is_what_onebit_report_renders(tmp_path):
     assert "(gaps against the paper's: 0 agree, 5 larger, 1 smaller)" in tally
     assert table.count("<tr") == 7 and table.count("#f8d7da") == 5 and table.count("#fff3cd") == 1
     assert "Traceback" not in fresh and "/tmp/" not in fresh
-    if not _chromium():
+    if not chromium():
         pytest.skip("no Chromium here (.ci/run installs Debian's chromium)")
     page = tmp_path / "measured.html"
     page.write_text(
@@ -509,7 +503,7 @@ def test_the_committed_reference_report_is_what_onebit_report_renders(tmp_path):
     )
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,900"]
     dom = subprocess.run(
-        [_chromium(), *flags, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom"]
+        [chromium(), *flags, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom"]
         + [page.as_uri()],
         capture_output=True,
         text=True,

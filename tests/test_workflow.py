@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from helpers import chromium
 from onebit.grid import GridError, jobs, load_grid
 from onebit.report.claims import load_claims
 
@@ -463,10 +464,6 @@ def test_report_notebook_runs_from_the_repository_as_it_is(smoke, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = out.read_text()
     assert "Same network, same budget" in text and "Traceback" not in text
-
-
-def chromium():
-    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
 CHROMIUM_FLAGS = [

@@ -54,10 +54,10 @@ def _check_output(output: "str | None", *inputs, inside: "str | None" = None) ->
             f"the output {output} lies inside {inside}, which this command reads; choose a path "
             "outside it (nothing was written)"
         )
-    _check_writable(output, Path(output))
+    _check_writable(output, Path(output), ancestor)
 
 
-def _check_writable(output, path: Path) -> None:
+def _check_writable(output, path: Path, folder: Path) -> None:
     """Before any work: the output is a regular file or nothing yet (a FIFO, a device or a
     link would be replaced by the atomic write), and its folder takes a new file."""
     import stat
@@ -68,10 +68,7 @@ def _check_writable(output, path: Path) -> None:
             f"the output {output} is {'a link' if path.is_symlink() else 'not a regular file'}; the output is "
             "written as a new regular file that would replace it: give a path to a file (nothing was written)"
         )
-    folder = path.resolve().parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    try:
+    try:  # folder: the output's nearest existing folder (missing ones are created on writing)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".onebit-check-"):
             pass
     except OSError as e:
@@ -225,20 +222,12 @@ def cmd_fidelity(args) -> int:
 
     from . import create_model
     from .data import get_dataset
-    from .measure.fidelity import gradient_fidelity, same_forward_methods
+    from .measure.fidelity import check_methods, gradient_fidelity, same_forward_methods
     from .runio import CorruptCheckpoint, load_checkpoint
 
     _check_output(args.output, args.checkpoint, inside=args.data_root if args.dataset else None)
     methods = same_forward_methods() if args.method == "all" else args.method.split(",")
-    from .methods import get_method
-
-    for name in methods:  # an unknown or forward-changing method is refused before anything is measured
-        m = get_method(name)
-        if m.weight_quantizer is not None or m.binary_act:
-            raise UserError(
-                f"method {name!r} changes the forward pass: its gradient has no exact "
-                f"reference; choose among {', '.join(same_forward_methods())}"
-            )
+    check_methods(methods)  # before anything is loaded or measured
     kwargs, state = _arch_kwargs(args), None
     if args.checkpoint:
         try:

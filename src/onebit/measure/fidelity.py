@@ -38,6 +38,18 @@ def same_forward_methods() -> list[str]:
     ]
 
 
+def check_methods(methods: list) -> None:
+    """Refuse an unknown method, or one that changes the forward pass (its gradient has no
+    exact reference), before anything is measured."""
+    for method in methods:
+        m = get_method(method)
+        if m.weight_quantizer is not None or m.binary_act:
+            raise UserError(
+                f"method {method!r} changes the forward pass: its gradient has no exact "
+                f"reference; choose among {', '.join(same_forward_methods())}"
+            )
+
+
 def _weight_grads(model: nn.Module, x: Tensor, y: Tensor) -> dict:
     model.zero_grad(set_to_none=True)
     F.cross_entropy(model(x), y).backward()
@@ -68,15 +80,10 @@ def gradient_fidelity(
     state = {k: v.clone() for k, v in exact_model.state_dict().items()}
     exact = _weight_grads(exact_model, x, y)
     rows = []
+    check_methods(methods)
     for i, method in enumerate(methods):
         if log is not None:
             log(f"fidelity: {method} ({i + 1}/{len(methods)}), {draws} draws")
-        m = get_method(method)
-        if m.weight_quantizer is not None or m.binary_act:
-            raise UserError(
-                f"method {method!r} changes the forward pass: its gradient has no exact "
-                f"reference; choose among {', '.join(same_forward_methods())}"
-            )
         model = make_model(method).train()
         torch.manual_seed(seed)
         total = {k: torch.zeros_like(v) for k, v in exact.items()}

@@ -230,10 +230,10 @@ def gaps(summary: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
         .rename(columns={"row": "fp32_row"})
     )
     out = summary[summary["method"] != "fp32"].merge(base, on="recipe", how="inner")
-    rows = []
+    rows, ran = [], set(last.index.get_level_values("row"))
     for r in out.itertuples():
-        mine = last.xs(r.row, level="row") if r.row in last.index.get_level_values("row") else pd.Series(dtype=float)
-        ref = last.xs(r.fp32_row, level="row") if r.fp32_row in last.index.get_level_values("row") else mine[:0]
+        mine = last.xs(r.row, level="row") if r.row in ran else pd.Series(dtype=float)
+        ref = last.xs(r.fp32_row, level="row") if r.fp32_row in ran else mine[:0]
         seeds = sorted(set(mine.index) & set(ref.index))
         diffs = [mine[s] - ref[s] for s in seeds]
         if any(not math.isfinite(d) for d in diffs):  # a diverged run: no gap, rather than one without it
