@@ -73,6 +73,7 @@ def gradient_fidelity(
     """Rows ``{method, layer, index, params, exact_norm, bias, std, rmse, noise_floor}``.
     ``make_model(method)`` builds the network; ``state`` (a state dict) fixes its
     weights, else fp32's seeded initialisation does."""
+    check_methods(methods)  # before the exact gradients are computed
     torch.manual_seed(seed)
     exact_model = make_model("fp32").train()
     if state is not None:
@@ -80,7 +81,6 @@ def gradient_fidelity(
     state = {k: v.clone() for k, v in exact_model.state_dict().items()}
     exact = _weight_grads(exact_model, x, y)
     rows = []
-    check_methods(methods)
     for i, method in enumerate(methods):
         if log is not None:
             log(f"fidelity: {method} ({i + 1}/{len(methods)}), {draws} draws")
